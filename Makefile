@@ -1,0 +1,32 @@
+# make run   : set up .venv and run the demo study (config.yaml), fully offline
+# make test  : set up .venv and run the test suite
+VENV ?= .venv
+PYTHON ?= python3
+CORES ?= 2
+export HF_HUB_OFFLINE = 1
+export HF_DATASETS_OFFLINE = 1
+export TRANSFORMERS_NO_ADVISORY_WARNINGS = 1
+export TOKENIZERS_PARALLELISM = false
+
+.PHONY: setup run test lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt envs/constraints.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements.txt -c envs/constraints.txt
+	$(VENV)/bin/pip install -q --no-deps -e .
+	touch $@
+
+run: setup
+	$(VENV)/bin/snakemake --cores $(CORES)
+
+test: setup
+	$(VENV)/bin/pytest -v
+
+lint: setup
+	$(VENV)/bin/snakemake --lint
+
+clean:
+	rm -rf results/demo resources/demo .snakemake logs

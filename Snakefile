@@ -1,0 +1,33 @@
+# wildmerge: merge in-the-wild fine-tunes of base LLMs with mergekit, score every
+# model with lm-eval, and aggregate the study into tables and figures.
+#
+#   snakemake --cores 2                                # demo study (config.yaml), offline
+#   snakemake --profile slurm --configfile config/paper.yaml   # the paper study on SLURM
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/demo.smk"
+include: "rules/fetch.smk"
+include: "rules/merge.smk"
+include: "rules/evaluate.smk"
+include: "rules/aggregate.smk"
+
+
+localrules:
+    all,
+    collect_scores,
+    tables,
+    figures,
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

@@ -1,0 +1,129 @@
+# Config validation, wildcard constraints and input functions shared by all rules.
+
+import os
+import sys
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+sys.path.insert(0, workflow.basedir)
+
+from wildmerge.study import ConfigError, Study  # noqa: E402
+
+
+validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+
+try:
+    STUDY = Study(config)
+except ConfigError as err:
+    raise WorkflowError(f"invalid config: {err}") from None
+
+R = STUDY.results
+BENCHMARKS = STUDY.benchmark_names
+MERGE_CFG = config.get("merge", {})
+EVAL_CFG = config["evaluation"]
+DEMO_CFG = config.get("demo", {})
+KEEP_MODELS = bool(MERGE_CFG.get("keep_models", False))
+# vs-base tables (paper Tables 1 and 3) -> methods; table2 (vs best expert) has every method
+TABLE_GROUPS = config.get("tables") or {"table1": list(STUDY.methods)}
+TABLE_NAMES = sorted(set(TABLE_GROUPS) | {"table2"})
+
+
+wildcard_constraints:
+    base="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    merge="m-[0-9a-f]{12}",
+    model="base|expert-[A-Za-z0-9][A-Za-z0-9_.-]*|m-[0-9a-f]{12}",
+    checkpoint="base|expert-[A-Za-z0-9][A-Za-z0-9_.-]*",
+    expert="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    bench="[^/]+",
+
+
+def rule_resources(rule_name, **defaults):
+    """Cluster resources for a rule: defaults overridden by config['resources'][rule]."""
+    res = dict(defaults)
+    res.update(config.get("resources", {}).get(rule_name, {}))
+    return res
+
+
+def include_path():
+    """Directory of extra lm-eval task YAMLs, or None."""
+    path = EVAL_CFG.get("include_path")
+    return "resources/demo/tasks" if path == "demo" else path
+
+
+def checkpoint_dir(wildcards):
+    return STUDY.model_dir(wildcards.base, wildcards.checkpoint)
+
+
+def merge_inputs(wildcards):
+    m = STUDY.merge(wildcards.base, wildcards.merge)
+    b = STUDY.bases[wildcards.base]
+    return {
+        "base": b.model.path,
+        "experts": [b.experts[e].path for e in m.subset.members],
+        "info": [f"{R}/checkpoints/{wildcards.base}/base.json"]
+        + [f"{R}/checkpoints/{wildcards.base}/expert-{e}.json" for e in m.subset.members],
+    }
+
+
+def merge_params(wildcards):
+    m = STUDY.merge(wildcards.base, wildcards.merge)
+    return {
+        "base": wildcards.base,
+        "merge_id": m.merge_id,
+        "method": m.method,
+        "mergekit_method": m.mergekit_method,
+        "params": dict(m.params),
+        "n": m.subset.n,
+        "subset_id": m.subset.subset_id,
+        "members": list(m.subset.members),
+    }
+
+
+def eval_inputs(wildcards):
+    inputs = {"model": STUDY.model_dir(wildcards.base, wildcards.model)}
+    if wildcards.model.startswith("m-"):
+        inputs["info"] = f"{R}/manifests/{wildcards.base}/{wildcards.model}.json"
+    else:
+        inputs["info"] = f"{R}/checkpoints/{wildcards.base}/{wildcards.model}.json"
+    if EVAL_CFG.get("include_path") == "demo":
+        inputs["tasks"] = "resources/demo/tasks"
+    return inputs
+
+
+def eval_params(wildcards):
+    if wildcards.model.startswith("m-"):
+        m = STUDY.merge(wildcards.base, wildcards.model)
+        role, method, n, subset, members = "merged", m.method, m.subset.n, m.subset.subset_id, list(m.subset.members)
+        trust = False
+    else:
+        ck = STUDY.checkpoint(wildcards.base, wildcards.model)
+        role = "base" if wildcards.model == "base" else "expert"
+        method, subset = "", ""
+        n = 0 if role == "base" else 1
+        members = [] if role == "base" else [ck.name]
+        trust = ck.trust_remote_code
+    return {
+        "identity": {
+            "base": wildcards.base,
+            "model_id": wildcards.model,
+            "role": role,
+            "method": method,
+            "n": n,
+            "subset_id": subset,
+            "members": members,
+        },
+        "trust_remote_code": trust,
+    }
+
+
+def final_outputs():
+    out = [
+        f"{R}/scores.csv",
+        f"{R}/figures/accuracy_vs_n.png",
+        f"{R}/figures/taskwise.png",
+        f"{R}/figures/norm_vs_n.png",
+    ]
+    out += [f"{R}/figures/cosine_{b}.png" for b in STUDY.bases]
+    out += [f"{R}/tables/{t}.md" for t in TABLE_NAMES]
+    return sorted(set(out))

@@ -1,0 +1,45 @@
+# The offline demo zoo: a tiny Llama base, experts fine-tuned from it, and
+# lm-eval multiple-choice tasks, all built here from seeded synthetic data.
+
+
+rule demo_base:
+    output:
+        directory("resources/demo/base"),
+    log:
+        "logs/demo/base.log",
+    benchmark:
+        "resources/demo/benchmarks/base.tsv"
+    params:
+        seed=DEMO_CFG.get("seed", 0),
+    threads: 1
+    script:
+        "../scripts/demo_train_base.py"
+
+
+rule demo_expert:
+    input:
+        "resources/demo/base",
+    output:
+        directory("resources/demo/experts/{expert}"),
+    log:
+        "logs/demo/expert_{expert}.log",
+    benchmark:
+        "resources/demo/benchmarks/expert_{expert}.tsv"
+    params:
+        seed=DEMO_CFG.get("seed", 0),
+    threads: 1
+    script:
+        "../scripts/demo_train_expert.py"
+
+
+rule demo_tasks:
+    output:
+        directory("resources/demo/tasks"),
+    log:
+        "logs/demo/tasks.log",
+    params:
+        seed=DEMO_CFG.get("seed", 0),
+        n_eval=DEMO_CFG.get("n_eval", 100),
+    threads: 1
+    script:
+        "../scripts/demo_make_tasks.py"

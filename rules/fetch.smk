@@ -1,0 +1,30 @@
+# Hub checkpoints are downloaded by jobs (never at DAG-build time) into resources/hub.
+
+
+rule fetch_hub_model:
+    output:
+        directory("resources/hub/{hubdir}"),
+    log:
+        "logs/fetch/{hubdir}.log",
+    params:
+        checkpoint=lambda wc: STUDY.hub_checkpoints()[wc.hubdir],
+    resources:
+        **rule_resources("fetch_hub_model"),
+    retries: 3
+    script:
+        "../scripts/fetch_hub_model.py"
+
+
+rule checkpoint_info:
+    input:
+        checkpoint_dir,
+    output:
+        R + "/checkpoints/{base}/{checkpoint}.json",
+    log:
+        R + "/logs/checkpoint_info/{base}/{checkpoint}.log",
+    params:
+        checkpoint=lambda wc: STUDY.checkpoint(wc.base, wc.checkpoint),
+    resources:
+        **rule_resources("checkpoint_info"),
+    script:
+        "../scripts/checkpoint_info.py"

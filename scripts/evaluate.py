@@ -1,0 +1,33 @@
+"""Score one model on every configured benchmark (one JSON per benchmark)."""
+
+from wildmerge.evaluation import evaluate_model
+from wildmerge.provenance import read_json
+from wildmerge.smk import setup_logging
+
+smk = snakemake  # noqa: F821
+log = setup_logging(smk)
+p = smk.params
+info = read_json(smk.input.info)
+out_files = {b["name"]: f for b, f in zip(p.benchmarks, smk.output)}
+provenance = {**p.spec["identity"]}
+if p.spec["identity"]["role"] == "merged":
+    provenance["merge"] = info
+    provenance["model_sha256"] = info["output"]["sha256"]
+else:
+    provenance["checkpoint"] = info
+    provenance["model_sha256"] = info["sha256"]
+values = evaluate_model(
+    smk.input.model,
+    p.benchmarks,
+    out_files,
+    include_path=p.include_path,
+    batch_size=p.batch_size,
+    device=p.device,
+    dtype=p.dtype,
+    seed=p.seed,
+    limit=p.limit,
+    provenance=provenance,
+    trust_remote_code=p.spec["trust_remote_code"],
+)
+for name, value in values.items():
+    log.info("%s %s: %.4f", smk.wildcards.model, name, value)

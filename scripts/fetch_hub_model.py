@@ -1,0 +1,10 @@
+"""Download one hub checkpoint (safetensors, config, tokenizer) at a pinned revision."""
+
+from pathlib import Path
+
+from wildmerge.hub import fetch
+from wildmerge.smk import setup_logging
+
+log = setup_logging(snakemake)  # noqa: F821
+ck = snakemake.params.checkpoint  # noqa: F821
+fetch(ck.source, ck.revision, Path(snakemake.output[0]), log=log)  # noqa: F821

@@ -1,0 +1,43 @@
+"""Merge one subset of experts into the base with mergekit and write its manifest."""
+
+import time
+from pathlib import Path
+
+from wildmerge.geometry import task_vector_norm
+from wildmerge.merging import merge
+from wildmerge.provenance import atomic_write_json, model_hash, read_json, versions
+from wildmerge.smk import setup_logging
+
+smk = snakemake  # noqa: F821
+log = setup_logging(smk)
+spec = smk.params.spec
+out_dir = Path(smk.output.model)
+t0 = time.time()
+log.info(
+    "merging %d experts %s into %s with %s %s",
+    len(spec["members"]), spec["members"], smk.input.base, spec["mergekit_method"], spec["params"],
+)
+merge(
+    smk.input.base,
+    list(smk.input.experts),
+    spec["mergekit_method"],
+    spec["params"],
+    out_dir,
+    dtype=smk.params.dtype,
+    device=smk.params.device,
+)
+t_merge = time.time() - t0
+norm = task_vector_norm(smk.input.base, out_dir)
+info = [read_json(p) for p in smk.input.info]
+manifest = {
+    **spec,
+    "inputs": {"base": info[0], "experts": dict(zip(spec["members"], info[1:]))},
+    "output": {"path": str(out_dir), "sha256": model_hash(out_dir)},
+    "task_vector_l2": norm,
+    "merge_seconds": round(t_merge, 3),
+    "dtype": smk.params.dtype,
+    "device": smk.params.device,
+    "versions": versions(),
+}
+atomic_write_json(Path(smk.output.manifest), manifest)
+log.info("merged in %.1fs, ||merged - base||_2 = %.4f", t_merge, norm)

@@ -1,0 +1,59 @@
+"""Gather per-benchmark score files and merge manifests into tidy tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from wildmerge.provenance import read_json
+
+SCORE_COLUMNS = [
+    "base", "model_id", "role", "method", "n", "subset_id", "members",
+    "benchmark", "metric", "value", "stderr", "model_sha256",
+]
+NORM_COLUMNS = ["base", "model_id", "method", "n", "subset_id", "members", "l2_norm"]
+
+
+def collect_scores(paths: Iterable[str | Path]) -> pd.DataFrame:
+    rows = []
+    for p in paths:
+        r = read_json(p)
+        rows.append(
+            {
+                "base": r["base"],
+                "model_id": r["model_id"],
+                "role": r["role"],
+                "method": r.get("method", ""),
+                "n": int(r["n"]),
+                "subset_id": r.get("subset_id", ""),
+                "members": ";".join(sorted(r.get("members", []))),
+                "benchmark": r["benchmark"],
+                "metric": r["metric"],
+                "value": float(r["value"]),
+                "stderr": r.get("stderr"),
+                "model_sha256": r.get("model_sha256", ""),
+            }
+        )
+    df = pd.DataFrame(rows, columns=SCORE_COLUMNS)
+    return df.sort_values(["base", "n", "method", "model_id", "benchmark"]).reset_index(drop=True)
+
+
+def collect_norms(paths: Iterable[str | Path]) -> pd.DataFrame:
+    rows = []
+    for p in paths:
+        m = read_json(p)
+        rows.append(
+            {
+                "base": m["base"],
+                "model_id": m["merge_id"],
+                "method": m["method"],
+                "n": int(m["n"]),
+                "subset_id": m["subset_id"],
+                "members": ";".join(sorted(m["members"])),
+                "l2_norm": float(m["task_vector_l2"]),
+            }
+        )
+    df = pd.DataFrame(rows, columns=NORM_COLUMNS)
+    return df.sort_values(["base", "method", "n", "model_id"]).reset_index(drop=True)

@@ -1,0 +1,153 @@
+"""Score one model on a list of lm-eval benchmarks, one JSON file per benchmark.
+
+The model is loaded once (lm-eval's HF backend) and reused for every benchmark;
+benchmarks are grouped by their few-shot setting so each group is a single
+``simple_evaluate`` call.  lm-eval's request cache is never used, so nothing is
+shared between models.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from wildmerge.provenance import atomic_write_json, file_sha256, versions
+from wildmerge.subsets import stable_hash
+
+log = logging.getLogger(__name__)
+
+METRIC_FALLBACK = ("acc", "acc_norm", "exact_match")
+
+
+def _pick_metric(result: Mapping[str, Any], wanted: str | None) -> tuple[str, str]:
+    """Return (metric, key in lm-eval's result dict) for the reported accuracy."""
+    keys = [k for k in result if "," in k and not k.split(",")[0].endswith("_stderr")]
+    order = [wanted] if wanted else list(METRIC_FALLBACK)
+    for metric in order:
+        for k in keys:
+            if k.split(",")[0] == metric:
+                return metric, k
+    raise KeyError(
+        f"metric {order} not in lm-eval results {sorted(keys)}; set 'metric' for this benchmark in "
+        f"evaluation.benchmarks"
+    )
+
+
+def _task_hash(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Hash of the task definition plus the content of any local data files it reads."""
+    if not config:
+        return {"config_sha": None}
+    data: dict[str, str] = {}
+    files = (config.get("dataset_kwargs") or {}).get("data_files")
+    if isinstance(files, Mapping):
+        for split, f in files.items():
+            for p in [f] if isinstance(f, str) else f:
+                if os.path.isfile(p):
+                    data[f"{split}:{Path(p).name}"] = file_sha256(Path(p))
+    cfg = {k: v for k, v in config.items() if k != "dataset_kwargs"}
+    return {"config_sha": stable_hash(cfg, 16), "data_sha": data}
+
+
+def evaluate_model(
+    model_dir: str | Path,
+    benchmarks: Sequence[Mapping[str, Any]],
+    out_files: Mapping[str, str | Path],
+    *,
+    include_path: str | Path | None = None,
+    batch_size: int | str = 32,
+    device: str = "cpu",
+    dtype: str = "float32",
+    seed: int = 1234,
+    limit: int | None = None,
+    provenance: Mapping[str, Any] | None = None,
+    trust_remote_code: bool = False,
+) -> dict[str, float]:
+    """Evaluate ``model_dir`` on ``benchmarks``; write ``out_files[name]`` per benchmark.
+
+    Returns {benchmark: value}.
+    """
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    t0 = time.time()
+    task_manager = TaskManager(include_path=str(include_path) if include_path else None)
+    known = set(task_manager.all_tasks)
+    missing = [b["name"] for b in benchmarks if b["name"] not in known]
+    if missing:
+        raise ValueError(
+            f"evaluation.benchmarks: lm-eval knows no task {missing}"
+            + (f" (include_path={include_path})" if include_path else "")
+        )
+    lm = HFLM(
+        pretrained=str(model_dir),
+        dtype=dtype,
+        batch_size=batch_size,
+        device=device,
+        trust_remote_code=trust_remote_code,
+    )
+    log.info("loaded %s in %.1fs", model_dir, time.time() - t0)
+    groups: dict[Any, list[Mapping[str, Any]]] = {}
+    for b in benchmarks:
+        groups.setdefault(b.get("num_fewshot"), []).append(b)
+    values: dict[str, float] = {}
+    for shots, group in groups.items():
+        names = [b["name"] for b in group]
+        t1 = time.time()
+        res = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=names,
+            num_fewshot=shots,
+            task_manager=task_manager,
+            limit=limit,
+            cache_requests=False,
+            use_cache=None,
+            log_samples=False,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+            fewshot_random_seed=seed,
+            bootstrap_iters=0,
+        )
+        log.info("scored %s (%d-shot) in %.1fs", names, shots or 0, time.time() - t1)
+        for b in group:
+            name = b["name"]
+            result = res["results"][name]
+            metric, key = _pick_metric(result, b.get("metric"))
+            filt = key.split(",", 1)[1]
+            stderr = result.get(f"{metric}_stderr,{filt}")
+            cfg = res.get("configs", {}).get(name)
+            subtasks = res.get("group_subtasks", {}).get(name, [])
+            record = {
+                "benchmark": name,
+                "metric": metric,
+                "value": float(result[key]),
+                "stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
+                "metrics": {k: v for k, v in result.items() if isinstance(v, (int, float))},
+                "n_samples": res.get("n-samples", {}).get(name),
+                "num_fewshot": res.get("n-shot", {}).get(name, shots),
+                "task_version": res.get("versions", {}).get(name),
+                "task_hash": _task_hash(cfg),
+                "subtask_hashes": {t: _task_hash(res.get("configs", {}).get(t)) for t in subtasks},
+                "evaluation": {
+                    "batch_size": batch_size,
+                    "device": device,
+                    "dtype": dtype,
+                    "seed": seed,
+                    "limit": limit,
+                    "request_cache": False,
+                },
+                "versions": versions(),
+                **dict(provenance or {}),
+            }
+            atomic_write_json(Path(out_files[name]), record)
+            values[name] = record["value"]
+    return values
+
+
+def dump(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True, default=str)

@@ -1,0 +1,211 @@
+"""The study a config describes: bases, expert pools, subsets, merges, models to score.
+
+Everything here is computed at DAG-build time from the (schema-validated) config
+alone: no model is downloaded or read.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from wildmerge.subsets import Subset, draw_subsets, merge_id, stable_hash
+
+DEMO_PREFIX = "demo:"
+DEMO_ROOT = Path("resources/demo")
+HUB_ROOT = Path("resources/hub")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+class ConfigError(ValueError):
+    """A config value the study cannot run with; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where one model's weights come from."""
+
+    name: str
+    source: str  # "demo:<name>", a local directory, or a hub id
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+    @property
+    def kind(self) -> str:
+        if self.source.startswith(DEMO_PREFIX):
+            return "demo"
+        if os.path.isdir(self.source) or self.source.startswith(("/", "./", "../")):
+            return "local"
+        if _HUB_ID.match(self.source):
+            return "hub"
+        return "local"
+
+    @property
+    def identity(self) -> str:
+        """Stable identity used in content hashes (source plus revision)."""
+        return self.source + (f"@{self.revision}" if self.revision else "")
+
+    @property
+    def path(self) -> str:
+        """Local directory the workflow reads the weights from."""
+        kind = self.kind
+        if kind == "demo":
+            name = self.source[len(DEMO_PREFIX):]
+            return str(DEMO_ROOT / "base") if name == "base" else str(DEMO_ROOT / "experts" / name)
+        if kind == "hub":
+            return str(HUB_ROOT / hub_dirname(self.source, self.revision))
+        return self.source
+
+
+def hub_dirname(repo_id: str, revision: str | None) -> str:
+    return repo_id.replace("/", "--") + (f"@{revision}" if revision else "")
+
+
+@dataclass(frozen=True)
+class Merge:
+    base: str
+    merge_id: str
+    subset: Subset
+    method: str  # config method name, e.g. "ta"
+    mergekit_method: str
+    params: Mapping[str, Any]
+
+
+@dataclass
+class Base:
+    name: str
+    model: Checkpoint
+    experts: dict[str, Checkpoint]
+    subsets: list[Subset] = field(default_factory=list)
+    merges: dict[str, Merge] = field(default_factory=dict)
+
+    @property
+    def model_ids(self) -> list[str]:
+        return ["base"] + [f"expert-{e}" for e in sorted(self.experts)] + sorted(self.merges)
+
+
+def _checkpoint(name: str, spec: Any, key: str) -> Checkpoint:
+    if isinstance(spec, str):
+        return Checkpoint(name=name, source=spec)
+    if isinstance(spec, Mapping) and "source" in spec:
+        return Checkpoint(
+            name=name,
+            source=str(spec["source"]),
+            revision=spec.get("revision"),
+            trust_remote_code=bool(spec.get("trust_remote_code", False)),
+        )
+    raise ConfigError(f"{key}: expected a source string or a mapping with 'source', got {spec!r}")
+
+
+def _sizes(raw: list[Any], pool: int, base: str) -> list[int]:
+    sizes: set[int] = set()
+    for s in raw:
+        n = pool if s == "all" else int(s)
+        if n > pool:
+            raise ConfigError(
+                f"subsets.sizes: n={n} is larger than the {pool} experts of base '{base}'; "
+                f"drop it or use 'all'"
+            )
+        if n >= 2:
+            sizes.add(n)
+    return sorted(sizes)
+
+
+class Study:
+    """Resolved view of a validated config."""
+
+    def __init__(self, config: Mapping[str, Any]):
+        self.config = config
+        self.results = str(config.get("results", "results"))
+        sub = config["subsets"]
+        self.seed = int(sub.get("seed", 0))
+        self.per_size = int(sub["per_size"])
+        self.methods: dict[str, dict[str, Any]] = {
+            name: {"method": spec["method"], "params": dict(spec.get("params") or {})}
+            for name, spec in config["methods"].items()
+        }
+        self.benchmarks: list[dict[str, Any]] = [
+            b if isinstance(b, Mapping) else {"name": b} for b in config["evaluation"]["benchmarks"]
+        ]
+        names = [b["name"] for b in self.benchmarks]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(f"evaluation.benchmarks: listed twice: {dup}")
+        self.bases: dict[str, Base] = {}
+        for bname, bspec in config["bases"].items():
+            model = _checkpoint("base", bspec["model"], f"bases.{bname}.model")
+            experts = {
+                e: _checkpoint(e, s, f"bases.{bname}.experts.{e}")
+                for e, s in (bspec.get("experts") or {}).items()
+            }
+            if not experts:
+                raise ConfigError(f"bases.{bname}.experts: at least one expert is needed")
+            base = Base(name=bname, model=model, experts=experts)
+            pool = {e: c.identity for e, c in experts.items()}
+            for n in _sizes(sub["sizes"], len(pool), bname):
+                try:
+                    base.subsets += draw_subsets(bname, pool, n, self.per_size, self.seed)
+                except ValueError as err:
+                    raise ConfigError(f"subsets.per_size: {err}") from None
+            for s in base.subsets:
+                for mname, mspec in self.methods.items():
+                    mid = merge_id(model.identity, s, mspec["method"], mspec["params"])
+                    base.merges[mid] = Merge(bname, mid, s, mname, mspec["method"], mspec["params"])
+            self.bases[bname] = base
+
+    # ---- lookups used by the rules -------------------------------------------------
+    @property
+    def benchmark_names(self) -> list[str]:
+        return [b["name"] for b in self.benchmarks]
+
+    def checkpoint(self, base: str, model: str) -> Checkpoint:
+        """The checkpoint behind a 'base' or 'expert-<name>' model id."""
+        b = self.bases[base]
+        if model == "base":
+            return b.model
+        return b.experts[model.removeprefix("expert-")]
+
+    def model_dir(self, base: str, model: str) -> str:
+        if model.startswith("m-"):
+            return f"{self.results}/models/{base}/{model}"
+        return self.checkpoint(base, model).path
+
+    def all_checkpoints(self) -> list[Checkpoint]:
+        out: list[Checkpoint] = []
+        for b in self.bases.values():
+            out.append(b.model)
+            out.extend(b.experts.values())
+        return out
+
+    def hub_checkpoints(self) -> dict[str, Checkpoint]:
+        return {Path(c.path).name: c for c in self.all_checkpoints() if c.kind == "hub"}
+
+    def demo_experts(self) -> list[str]:
+        return sorted(
+            {
+                c.source[len(DEMO_PREFIX):]
+                for c in self.all_checkpoints()
+                if c.kind == "demo" and c.source != DEMO_PREFIX + "base"
+            }
+        )
+
+    def uses_demo(self) -> bool:
+        return any(c.kind == "demo" for c in self.all_checkpoints())
+
+    def score_files(self, base: str, model: str) -> list[str]:
+        return [f"{self.results}/scores/{base}/{model}/{t}.json" for t in self.benchmark_names]
+
+    def all_score_files(self) -> list[str]:
+        return [f for b in self.bases.values() for m in b.model_ids for f in self.score_files(b.name, m)]
+
+    def merge(self, base: str, mid: str) -> Merge:
+        try:
+            return self.bases[base].merges[mid]
+        except KeyError:
+            raise ConfigError(f"merge {mid} of base '{base}' is not part of this config") from None
+
+    def fingerprint(self) -> str:
+        return stable_hash(self.config)
