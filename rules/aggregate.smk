@@ -8,53 +8,59 @@ rule collect_scores:
             f"{R}/manifests/{b.name}/{m}.json" for b in STUDY.bases.values() for m in b.merges
         ],
     output:
-        scores=R + "/scores.csv",
-        norms=R + "/norms.csv",
+        scores=results("scores.csv"),
+        norms=results("norms.csv"),
     log:
-        R + "/logs/collect_scores.log",
+        results("logs/collect_scores.log"),
+    conda:
+        "../envs/wildmerge.yaml"
     script:
         "../scripts/collect_scores.py"
 
 
 rule tables:
     input:
-        R + "/scores.csv",
+        results("scores.csv"),
     output:
         report(
-            expand(R + "/tables/{table}.{ext}", table=TABLE_NAMES, ext=["md", "csv"]),
+            expand(results("tables/{table}.{ext}"), table=TABLE_NAMES, ext=["md", "csv"]),
             caption="../report/tables.rst",
             category="Tables",
         ),
     log:
-        R + "/logs/tables.log",
+        results("logs/tables.log"),
     params:
         groups=TABLE_GROUPS,
+    conda:
+        "../envs/wildmerge.yaml"
     script:
         "../scripts/tables.py"
 
 
 rule figures:
     input:
-        scores=R + "/scores.csv",
-        norms=R + "/norms.csv",
+        scores=results("scores.csv"),
+        norms=results("norms.csv"),
     output:
         accuracy=report(
-            R + "/figures/accuracy_vs_n.png",
+            results("figures/accuracy_vs_n.png"),
             caption="../report/accuracy_vs_n.rst",
             category="Figures",
         ),
         taskwise=report(
-            R + "/figures/taskwise.png",
+            results("figures/taskwise.png"),
             caption="../report/taskwise.rst",
             category="Figures",
         ),
         norm=report(
-            R + "/figures/norm_vs_n.png",
+            results("figures/norm_vs_n.png"),
             caption="../report/norm_vs_n.rst",
             category="Figures",
         ),
     log:
-        R + "/logs/figures.log",
+        results("logs/figures.log"),
+    conda:
+        "../envs/wildmerge.yaml"
     script:
         "../scripts/figures.py"
 
@@ -64,20 +70,22 @@ rule expert_cosine:
         base=lambda wc: STUDY.bases[wc.base].model.path,
         experts=lambda wc: [c.path for _, c in sorted(STUDY.bases[wc.base].experts.items())],
     output:
-        matrix=R + "/geometry/{base}/cosine.csv",
-        layers=R + "/geometry/{base}/cosine_layers.csv",
+        matrix=results("geometry/{base}/cosine.csv"),
+        layers=results("geometry/{base}/cosine_layers.csv"),
         figure=report(
-            R + "/figures/cosine_{base}.png",
+            results("figures/cosine_{base}.png"),
             caption="../report/cosine.rst",
             category="Figures",
         ),
     log:
-        R + "/logs/expert_cosine/{base}.log",
+        results("logs/expert_cosine/{base}.log"),
     benchmark:
-        R + "/benchmarks/expert_cosine/{base}.tsv"
+        results("benchmarks/expert_cosine/{base}.tsv")
     params:
         names=lambda wc: sorted(STUDY.bases[wc.base].experts),
     resources:
         **rule_resources("expert_cosine"),
+    conda:
+        "../envs/wildmerge.yaml"
     script:
         "../scripts/expert_cosine.py"

@@ -7,6 +7,10 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)
+from wildmerge.smk import export_pythonpath  # noqa: E402
+
+# jobs (local, conda or SLURM) import the wildmerge package from this checkout
+export_pythonpath(workflow.basedir)
 
 from wildmerge.study import ConfigError, Study  # noqa: E402
 
@@ -36,6 +40,16 @@ wildcard_constraints:
     checkpoint="base|expert-[A-Za-z0-9][A-Za-z0-9_.-]*",
     expert="[A-Za-z0-9][A-Za-z0-9_.-]*",
     bench="[^/]+",
+
+
+def results(path):
+    """A path inside this study's results directory (config key `results`)."""
+    return f"{R}/{path}"
+
+
+def merged_model_dir(path):
+    """Merged weights are temporary (deleted once scored) unless merge.keep_models."""
+    return directory(path) if KEEP_MODELS else temp(directory(path))
 
 
 def rule_resources(rule_name, **defaults):

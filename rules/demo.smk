@@ -12,6 +12,8 @@ rule demo_base:
     params:
         seed=DEMO_CFG.get("seed", 0),
     threads: 1
+    conda:
+        "../envs/wildmerge.yaml"
     script:
         "../scripts/demo_train_base.py"
 
@@ -28,6 +30,8 @@ rule demo_expert:
     params:
         seed=DEMO_CFG.get("seed", 0),
     threads: 1
+    conda:
+        "../envs/wildmerge.yaml"
     script:
         "../scripts/demo_train_expert.py"
 
@@ -41,5 +45,7 @@ rule demo_tasks:
         seed=DEMO_CFG.get("seed", 0),
         n_eval=DEMO_CFG.get("n_eval", 100),
     threads: 1
+    conda:
+        "../envs/wildmerge.yaml"
     script:
         "../scripts/demo_make_tasks.py"

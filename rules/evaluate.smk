@@ -6,11 +6,11 @@ rule evaluate:
     input:
         unpack(eval_inputs),
     output:
-        expand(R + "/scores/{{base}}/{{model}}/{bench}.json", bench=BENCHMARKS),
+        expand(results("scores/{{base}}/{{model}}/{bench}.json"), bench=BENCHMARKS),
     log:
-        R + "/logs/evaluate/{base}/{model}.log",
+        results("logs/evaluate/{base}/{model}.log"),
     benchmark:
-        R + "/benchmarks/evaluate/{base}/{model}.tsv"
+        results("benchmarks/evaluate/{base}/{model}.tsv")
     params:
         spec=eval_params,
         benchmarks=STUDY.benchmarks,
@@ -26,5 +26,7 @@ rule evaluate:
     retries: 1
     group:
         "merge_eval"
+    conda:
+        "../envs/wildmerge.yaml"
     script:
         "../scripts/evaluate.py"

@@ -11,6 +11,8 @@ rule fetch_hub_model:
     resources:
         **rule_resources("fetch_hub_model"),
     retries: 3
+    conda:
+        "../envs/wildmerge.yaml"
     script:
         "../scripts/fetch_hub_model.py"
 
@@ -19,12 +21,14 @@ rule checkpoint_info:
     input:
         checkpoint_dir,
     output:
-        R + "/checkpoints/{base}/{checkpoint}.json",
+        results("checkpoints/{base}/{checkpoint}.json"),
     log:
-        R + "/logs/checkpoint_info/{base}/{checkpoint}.log",
+        results("logs/checkpoint_info/{base}/{checkpoint}.log"),
     params:
         checkpoint=lambda wc: STUDY.checkpoint(wc.base, wc.checkpoint),
     resources:
         **rule_resources("checkpoint_info"),
+    conda:
+        "../envs/wildmerge.yaml"
     script:
         "../scripts/checkpoint_info.py"

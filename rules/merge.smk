@@ -1,20 +1,16 @@
 # One job per merged model: mergekit merges a subset of experts into the base.
 
 
-def _merged_dir(path):
-    return directory(path) if KEEP_MODELS else temp(directory(path))
-
-
 rule merge:
     input:
         unpack(merge_inputs),
     output:
-        model=_merged_dir(R + "/models/{base}/{merge}"),
-        manifest=R + "/manifests/{base}/{merge}.json",
+        model=merged_model_dir(results("models/{base}/{merge}")),
+        manifest=results("manifests/{base}/{merge}.json"),
     log:
-        R + "/logs/merge/{base}/{merge}.log",
+        results("logs/merge/{base}/{merge}.log"),
     benchmark:
-        R + "/benchmarks/merge/{base}/{merge}.tsv"
+        results("benchmarks/merge/{base}/{merge}.tsv")
     params:
         spec=merge_params,
         dtype=MERGE_CFG.get("dtype", "float32"),
@@ -26,5 +22,7 @@ rule merge:
     retries: 1
     group:
         "merge_eval"
+    conda:
+        "../envs/wildmerge.yaml"
     script:
         "../scripts/merge.py"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -19,3 +20,9 @@ def setup_logging(snakemake: Any) -> logging.Logger:
         force=True,
     )
     return logging.getLogger(f"wildmerge.{snakemake.rule}")
+
+
+def export_pythonpath(path: str) -> None:
+    """Prepend ``path`` to PYTHONPATH so every job imports this checkout's package."""
+    parts = [path] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != path]
+    os.environ["PYTHONPATH"] = os.pathsep.join(parts)

@@ -1,0 +1,147 @@
+"""The workflow itself: lint, config validation, the paper config's DAG, and the demo end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+OFFLINE = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    # a proxy pointing nowhere: any attempt to reach the network fails fast
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "HTTP_PROXY": "http://127.0.0.1:9",
+}
+
+
+def smk(workdir: Path, *args: str, config: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = SNAKEMAKE + ["--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    cmd += ["--configfile", str(config or REPO / "config.yaml"), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **OFFLINE}, timeout=3000)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+def dry_run_jobs(workdir: Path, *args: str, config: Path | None = None) -> dict[str, int]:
+    """Snakemake's own job counts from a dry run: rule -> count."""
+    out = smk(workdir, "-n", "--quiet", "rules", *args, config=config).stdout
+    counts: dict[str, int] = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def test_lint_is_clean(tmp_path):
+    proc = smk(tmp_path, "--lint", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Lints for" not in proc.stdout + proc.stderr
+
+
+def test_unknown_config_key_is_named(tmp_path):
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["evaluation"]["batchsize"] = 8
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    proc = smk(tmp_path, "-n", config=bad, check=False)
+    assert proc.returncode != 0
+    assert "batchsize" in proc.stdout + proc.stderr
+
+
+def test_size_larger_than_pool_is_named(tmp_path):
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["subsets"]["sizes"] = [2, 20]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    proc = smk(tmp_path, "-n", config=bad, check=False)
+    assert proc.returncode != 0
+    assert "subsets.sizes: n=20" in proc.stdout + proc.stderr
+
+
+def test_paper_config_dry_run_offline(tmp_path):
+    counts = dry_run_jobs(tmp_path, config=REPO / "config" / "paper.yaml")
+    assert counts["fetch_hub_model"] == 4 + 48
+    # per base: 5 sizes x 15 subsets + the single n=12 subset, 7 methods
+    assert counts["merge"] == 4 * (5 * 15 + 1) * 7
+    assert counts["evaluate"] == 4 * (1 + 12 + (5 * 15 + 1) * 7)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """The default study (config.yaml) run end to end, as `make run` does."""
+    work = tmp_path_factory.mktemp("demo")
+    smk(work, "--cores", "2")
+    return work
+
+
+def test_demo_outputs(demo_run):
+    results = demo_run / "results" / "demo"
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    benches = cfg["evaluation"]["benchmarks"]
+    scores = pd.read_csv(results / "scores.csv", keep_default_na=False)
+    assert set(scores.benchmark) == set(benches)
+    n_models = 1 + 8 + (3 + 3 + 1) * 7
+    assert scores.model_id.nunique() == n_models
+    assert len(scores) == n_models * len(benches)
+    assert set(scores[scores.role == "merged"].method) == set(cfg["methods"])
+    for name in ["table1", "table2", "table3"]:
+        assert (results / "tables" / f"{name}.md").stat().st_size > 100
+        assert (results / "tables" / f"{name}.csv").stat().st_size > 100
+    for fig in ["accuracy_vs_n", "taskwise", "norm_vs_n", "cosine_tiny-llama"]:
+        assert (results / "figures" / f"{fig}.png").stat().st_size > 10_000
+    # merged models are temp: gone once scored
+    assert not any((results / "models").glob("*/m-*"))
+
+
+def test_demo_base_above_chance_and_experts_differ(demo_run):
+    scores = pd.read_csv(demo_run / "results" / "demo" / "scores.csv", keep_default_na=False)
+    base = scores[scores.role == "base"].set_index("benchmark").value
+    chance = {}
+    for path in (demo_run / "resources" / "demo" / "tasks").glob("*.jsonl"):
+        first = json.loads(path.read_text().splitlines()[0])
+        chance[path.stem] = 1.0 / len(first["choices"])
+    assert sum(base[t] > chance[t] + 0.15 for t in base.index) >= 3, base
+    experts = scores[scores.role == "expert"].pivot(index="model_id", columns="benchmark", values="value")
+    delta = experts - base
+    assert (delta > 0.05).any().any() and (delta < -0.05).any().any()
+
+
+def test_score_files_carry_provenance(demo_run):
+    results = demo_run / "results" / "demo"
+    merged = next(p for p in (results / "scores" / "tiny-llama").glob("m-*/demo_arith.json"))
+    rec = json.loads(merged.read_text())
+    assert rec["role"] == "merged" and len(rec["model_sha256"]) == 64
+    assert rec["merge"]["inputs"]["base"]["sha256"]
+    assert set(rec["merge"]["inputs"]["experts"]) == set(rec["members"])
+    assert rec["merge"]["params"] is not None and rec["merge"]["mergekit_method"]
+    assert {"mergekit", "lm_eval", "torch", "transformers"} <= set(rec["versions"])
+    assert rec["task_hash"]["config_sha"] and rec["task_hash"]["data_sha"]
+    assert rec["evaluation"]["seed"] == 1234 and rec["evaluation"]["request_cache"] is False
+
+
+def test_rerun_of_finished_study_runs_nothing(demo_run):
+    assert dry_run_jobs(demo_run) == {}
+
+
+def test_demo_is_deterministic(demo_run, tmp_path):
+    """Rebuilding a demo expert from the same seed gives bit-identical weights."""
+    target = "resources/demo/experts/arith"
+    shutil.copytree(demo_run / "resources", tmp_path / "resources")
+    shutil.rmtree(tmp_path / target)
+    smk(tmp_path, "--cores", "1", target)
+    a = (demo_run / target / "model.safetensors").read_bytes()
+    b = (tmp_path / target / "model.safetensors").read_bytes()
+    assert a == b
