@@ -1,0 +1,14 @@
+"""Fine-tune one demo expert from the demo base."""
+
+import json
+from pathlib import Path
+
+from wildmerge.demo import train_expert
+from wildmerge.smk import setup_logging
+
+smk = snakemake  # noqa: F821
+log = setup_logging(smk)
+out = Path(smk.output[0])
+metrics = train_expert(Path(smk.input[0]), smk.wildcards.expert, out, seed=int(smk.params.seed))
+(out / "wildmerge_demo.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+log.info("expert %s quick accuracy: %s", smk.wildcards.expert, metrics["quick_accuracy"])

@@ -1,0 +1,320 @@
+"""Run one mergekit merge: config building, validation, atomic output, NaN check.
+
+``merge()`` turns (base, experts, method, params) into a mergekit
+``MergeConfiguration`` -- global ``parameters`` from ``params``, per-model
+``weight: 1.0`` for methods that take a per-model weight -- and runs it with
+mergekit's ``run_merge`` (lazy loading, safetensors, tokenizer copied from the
+base).  The configuration is also written as ``mergekit_config.yml``, so
+``mergekit-yaml`` can reproduce a merge of a built-in method (the wildmerge
+methods additionally need ``import wildmerge.methods``).
+
+Parameters are validated against mergekit's own ``ParameterSpec``s.
+``available_methods()`` and ``method_parameters()`` only import
+``mergekit.merge_methods`` (not the heavy ``mergekit.merge`` / transformers /
+peft stack), so they are cheap enough for workflow config validation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+LOG = logging.getLogger(__name__)
+
+__all__ = [
+    "NonFiniteTensorError",
+    "available_methods",
+    "method_parameters",
+    "build_config",
+    "merge",
+]
+
+#: Parameters per output shard (mergekit counts elements, not bytes):
+#: ~2 GB shards in bfloat16, ~4 GB in float32.
+DEFAULT_OUT_SHARD_SIZE = 1_000_000_000
+
+_TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "tokenizer.model")
+
+
+class NonFiniteTensorError(FloatingPointError):
+    """A merged tensor contains NaN or Inf values."""
+
+
+def _methods_module():
+    import mergekit.merge_methods as merge_methods
+
+    import wildmerge.methods  # noqa: F401  (registers tsv_merge, iso_c, ...)
+
+    return merge_methods
+
+
+def available_methods() -> list[str]:
+    """Names of all merge methods registered with mergekit (incl. wildmerge's)."""
+    return sorted(m.spec.name for m in _methods_module().registered_methods())
+
+
+def _get_method(name: str):
+    merge_methods = _methods_module()
+    names = available_methods()
+    if name not in names:
+        raise ValueError(
+            f"Unknown merge method {name!r}; available mergekit methods: "
+            + ", ".join(names)
+        )
+    return merge_methods.get(name)
+
+
+def _type_name(value_type: Any) -> str:
+    return getattr(value_type, "__name__", None) or str(value_type)
+
+
+def method_parameters(name: str) -> dict[str, dict[str, Any]]:
+    """Parameters of a mergekit method, from its spec.
+
+    Returns ``{param: {"type", "default", "required", "per_model", "scope",
+    "description"}}``; ``per_model`` is True for parameters bound per input
+    model (e.g. ``weight``, ``density``), which may still be given globally.
+    """
+    from mergekit.merge_methods.base import ParameterScope
+
+    method = _get_method(name)
+    return {
+        p.name: {
+            "type": _type_name(p.value_type),
+            "default": None if p.required else p.default,
+            "required": p.required,
+            "per_model": p.scope != ParameterScope.SHARED,
+            "scope": p.scope.value,
+            "description": p.description,
+        }
+        for p in method.spec.parameters
+    }
+
+
+def _per_model_weight_scope(method):
+    """Scope of the method's per-model ``weight`` parameter, or None."""
+    from mergekit.merge_methods.base import ParameterScope
+
+    for p in method.spec.parameters:
+        if p.name == "weight" and p.scope != ParameterScope.SHARED:
+            return p.scope
+    return None
+
+
+def _validate_params(method, params: Mapping[str, Any]) -> None:
+    specs = {p.name: p for p in method.spec.parameters}
+    auto_weight = _per_model_weight_scope(method) is not None
+    name = method.spec.name
+    unknown = sorted(set(params) - set(specs))
+    if unknown:
+        raise ValueError(
+            f"Unknown parameter(s) {', '.join(map(repr, unknown))} for merge method "
+            f"{name!r}; accepted: {', '.join(sorted(specs)) or '(none)'}"
+        )
+    for pname, spec in specs.items():
+        if pname not in params:
+            if spec.required and not (pname == "weight" and auto_weight):
+                raise ValueError(
+                    f"Missing required parameter {pname!r} for merge method {name!r}"
+                )
+            continue
+        value = params[pname]
+        values = value if isinstance(value, list) else [value]  # list = gradient
+        for item in values:
+            if isinstance(item, Mapping):  # conditional {value:, filter:} settings
+                continue
+            try:
+                spec.validate(item)
+            except Exception as error:
+                raise ValueError(
+                    f"Invalid value {item!r} for parameter {pname!r} of merge method "
+                    f"{name!r} (expects {_type_name(spec.value_type)}): {error}"
+                ) from None
+
+
+def _model_path(path: str | Path) -> str:
+    """Local paths become absolute; anything else (a hub id) is kept verbatim."""
+    p = Path(path).expanduser()
+    return str(p.resolve()) if p.exists() else str(path)
+
+
+def build_config(
+    base: str | Path,
+    experts: Sequence[str | Path],
+    method: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    dtype: str = "float32",
+) -> dict[str, Any]:
+    """Validate the inputs and return the mergekit YAML configuration as a dict."""
+    method_obj = _get_method(method)
+    params = dict(params or {})
+    _validate_params(method_obj, params)
+    if not experts:
+        raise ValueError("At least one expert model is required")
+
+    base_ref = _model_path(base)
+    expert_refs = [_model_path(e) for e in experts]
+    try:
+        method_obj.validate_inputs([base_ref, *expert_refs], base_ref)
+    except ValueError as error:
+        raise ValueError(f"Invalid inputs for merge method {method!r}: {error}") from None
+
+    from mergekit.merge_methods.base import ParameterScope
+
+    weight_scope = _per_model_weight_scope(method_obj)
+    per_model_weight = "weight" not in params and weight_scope is not None
+    # A per-*input* weight (e.g. linear) also binds the base, which mergekit
+    # adds to the inputs anyway; list it explicitly so it gets a weight too.
+    refs = expert_refs
+    if per_model_weight and weight_scope == ParameterScope.INPUT:
+        refs = [base_ref, *expert_refs]
+    config: dict[str, Any] = {
+        "merge_method": method,
+        "base_model": base_ref,
+        "models": [
+            {"model": ref, **({"parameters": {"weight": 1.0}} if per_model_weight else {})}
+            for ref in refs
+        ],
+        "dtype": dtype,
+    }
+    if params:
+        config["parameters"] = params
+    return config
+
+
+def _tensor_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.safetensors")) + sorted(directory.glob("*.bin"))
+
+
+def _check_finite(directory: Path) -> int:
+    """Raise NonFiniteTensorError naming every tensor with NaN/Inf; return the tensor count."""
+    import torch
+    from safetensors import safe_open
+
+    bad: list[str] = []
+    count = 0
+
+    def check(name: str, tensor: torch.Tensor) -> None:
+        nonlocal count
+        count += 1
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            nan = int(torch.isnan(tensor).sum())
+            inf = int(torch.isinf(tensor).sum())
+            bad.append(f"{name} ({nan} NaN, {inf} Inf of {tensor.numel()})")
+
+    for file in _tensor_files(directory):
+        if file.suffix == ".safetensors":
+            with safe_open(str(file), framework="pt") as handle:
+                for name in handle.keys():
+                    check(name, handle.get_tensor(name))
+        else:
+            for name, tensor in torch.load(file, map_location="cpu", weights_only=True).items():
+                check(name, tensor)
+    if bad:
+        raise NonFiniteTensorError(
+            f"Merged model has non-finite values in {len(bad)} tensor(s): " + "; ".join(bad)
+        )
+    if count == 0:
+        raise RuntimeError(f"Merge wrote no tensors to {directory}")
+    return count
+
+
+def _has_tokenizer(path: str) -> bool:
+    p = Path(path)
+    return not p.is_dir() or any((p / f).exists() for f in _TOKENIZER_FILES)
+
+
+def merge(
+    base: str | Path,
+    experts: list[str | Path],
+    method: str,
+    params: dict,
+    out_dir: Path,
+    *,
+    dtype: str = "float32",
+    device: str = "cpu",
+    options: dict | None = None,
+) -> dict:
+    """Merge ``experts`` into ``base`` with mergekit method ``method``.
+
+    ``params`` become the config's global ``parameters`` (``lambda``,
+    ``normalize``, ``density``, ``beta``, ...); methods with a per-model
+    ``weight`` get ``weight: 1.0`` per expert unless ``params`` sets one.
+    ``dtype`` is mergekit's ``dtype`` (load dtype, compute dtype of the
+    built-in methods, output dtype; wildmerge methods compute in float32).
+    ``options`` override ``mergekit.options.MergeOptions`` fields.
+
+    The merge is written to ``<out_dir>.partial`` and renamed to ``out_dir``
+    (replacing an existing one) only after every tensor was checked finite.
+    Raises ValueError for unknown methods/parameters, NonFiniteTensorError if
+    a merged tensor has NaN/Inf.  Returns a provenance dict.
+    """
+    started = time.perf_counter()
+    config = build_config(base, experts, method, params, dtype=dtype)
+    config_yaml = yaml.safe_dump(config, sort_keys=False)
+
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import run_merge
+    from mergekit.options import MergeOptions
+
+    merge_options: dict[str, Any] = {
+        "device": device,
+        "lazy_unpickle": True,
+        "safe_serialization": True,
+        "out_shard_size": DEFAULT_OUT_SHARD_SIZE,
+        "copy_tokenizer": True,
+        "write_model_card": True,
+        "random_seed": 0,  # reproducible DARE-style random sparsification
+        "quiet": True,
+    }
+    unknown = sorted(set(options or {}) - set(MergeOptions.model_fields))
+    if unknown:
+        raise ValueError(f"Unknown mergekit option(s): {', '.join(unknown)}")
+    merge_options.update(options or {})
+    if merge_options["copy_tokenizer"] and not _has_tokenizer(config["base_model"]):
+        LOG.warning("Base model %s has no tokenizer; none is copied", config["base_model"])
+        merge_options["copy_tokenizer"] = False
+
+    merge_config = MergeConfiguration.model_validate(config)
+    mergekit_options = MergeOptions(**merge_options)
+
+    out_dir = Path(out_dir)
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        run_merge(merge_config, str(partial), mergekit_options, config_source=config_yaml)
+        (partial / "mergekit_config.yml").write_text(config_yaml, encoding="utf-8")
+        n_tensors = _check_finite(partial)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(partial, out_dir)
+
+    from importlib.metadata import version
+
+    experts_out = [m["model"] for m in config["models"] if m["model"] != config["base_model"]]
+    return {
+        "out_dir": str(out_dir),
+        "method": method,
+        "base": config["base_model"],
+        "experts": experts_out,
+        "n_experts": len(experts_out),
+        "parameters": dict(params or {}),
+        "dtype": dtype,
+        "device": device,
+        "config": config,
+        "n_tensors": n_tensors,
+        "seconds": round(time.perf_counter() - started, 3),
+        "mergekit_version": version("mergekit"),
+    }
