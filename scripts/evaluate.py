@@ -2,10 +2,11 @@
 
 from wildmerge.evaluation import evaluate_model
 from wildmerge.provenance import read_json
-from wildmerge.smk import setup_logging
+from wildmerge.smk import limit_threads, setup_logging
 
 smk = snakemake  # noqa: F821
 log = setup_logging(smk)
+limit_threads(smk)
 p = smk.params
 info = read_json(smk.input.info)
 out_files = {b["name"]: f for b, f in zip(p.benchmarks, smk.output)}

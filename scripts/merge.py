@@ -6,10 +6,11 @@ from pathlib import Path
 from wildmerge.geometry import task_vector_norm
 from wildmerge.merging import merge
 from wildmerge.provenance import atomic_write_json, model_hash, read_json, versions
-from wildmerge.smk import setup_logging
+from wildmerge.smk import limit_threads, setup_logging
 
 smk = snakemake  # noqa: F821
 log = setup_logging(smk)
+limit_threads(smk)
 spec = smk.params.spec
 out_dir = Path(smk.output.model)
 t0 = time.time()

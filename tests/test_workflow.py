@@ -45,6 +45,29 @@ def dry_run_jobs(workdir: Path, *args: str, config: Path | None = None) -> dict[
     return counts
 
 
+def dry_run_job_wildcards(workdir: Path, config: Path | None = None) -> dict[str, set[str]]:
+    """Snakemake's own dry-run job list: rule -> set of the jobs' wildcard strings."""
+    out = smk(workdir, "-n", config=config).stdout
+    jobs: dict[str, set[str]] = {}
+    rule = None
+    for line in out.splitlines():
+        s = line.strip()
+        if s.startswith(("rule ", "localrule ")) and s.endswith(":"):
+            rule = s.split()[1].rstrip(":")
+            jobs.setdefault(rule, set()).add("")
+        elif rule and s.startswith("wildcards:"):
+            jobs[rule].discard("")
+            jobs[rule].add(s.removeprefix("wildcards:").strip())
+        elif not s:
+            rule = None
+    return jobs
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
 def test_lint_is_clean(tmp_path):
     proc = smk(tmp_path, "--lint", check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -145,3 +168,39 @@ def test_demo_is_deterministic(demo_run, tmp_path):
     a = (demo_run / target / "model.safetensors").read_bytes()
     b = (tmp_path / target / "model.safetensors").read_bytes()
     assert a == b
+
+
+def test_adding_a_checkpoint_reruns_only_what_includes_it(demo_run, tmp_path):
+    """Only the new expert, the merges (and their scores) of subsets containing it, and aggregation."""
+    sys.path.insert(0, str(REPO))
+    from wildmerge.study import Study
+
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    before = Study(cfg).bases["tiny-llama"].merges
+    cfg["bases"]["tiny-llama"]["experts"]["copy_count"] = "demo:copy_count"
+    after = Study(cfg).bases["tiny-llama"].merges
+    new = set(after) - set(before)
+    assert new and all("copy_count" in after[m].subset.members for m in new)
+
+    jobs = dry_run_job_wildcards(demo_run, config=write_config(tmp_path / "grown.yaml", cfg))
+    assert jobs.pop("demo_expert") == {"expert=copy_count"}
+    assert jobs.pop("checkpoint_info") == {"base=tiny-llama, checkpoint=expert-copy_count"}
+    assert jobs.pop("merge") == {f"base=tiny-llama, merge={m}" for m in new}
+    assert jobs.pop("evaluate") == {f"base=tiny-llama, model={m}" for m in new | {"expert-copy_count"}}
+    assert jobs.pop("expert_cosine") == {"base=tiny-llama"}  # the pool's cosine matrix
+    assert set(jobs) == {"collect_scores", "tables", "figures", "all"}
+
+
+def test_changed_method_parameter_reruns_only_that_method(demo_run, tmp_path):
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["methods"]["ties"]["params"]["density"] = 0.2
+    jobs = dry_run_job_wildcards(demo_run, config=write_config(tmp_path / "ties.yaml", cfg))
+    merges = {w.split("merge=")[1] for w in jobs.pop("merge")}
+    assert len(merges) == 3 + 3 + 1
+    sys.path.insert(0, str(REPO))
+    from wildmerge.study import Study
+
+    study = Study(cfg).bases["tiny-llama"].merges
+    assert {study[m].method for m in merges} == {"ties"}
+    assert {w.split("model=")[1] for w in jobs.pop("evaluate")} == merges
+    assert set(jobs) == {"collect_scores", "tables", "figures", "all"}

@@ -52,6 +52,19 @@ def _task_hash(config: Mapping[str, Any] | None) -> dict[str, Any]:
     return {"config_sha": stable_hash(cfg, 16), "data_sha": data}
 
 
+def _task_manager(factory: Any, include_path: str | Path | None, names: Sequence[str]) -> Any:
+    """lm-eval's TaskManager; only the include path is indexed when it holds every task.
+
+    Indexing lm-eval's ~10k built-in task YAMLs costs seconds per job, which dominates
+    the evaluation of small models; it is done only when a benchmark needs it.
+    """
+    if include_path:
+        local = factory(include_path=str(include_path), include_defaults=False)
+        if set(names) <= set(local.all_tasks):
+            return local
+    return factory(include_path=str(include_path) if include_path else None)
+
+
 def evaluate_model(
     model_dir: str | Path,
     benchmarks: Sequence[Mapping[str, Any]],
@@ -75,7 +88,7 @@ def evaluate_model(
     from lm_eval.tasks import TaskManager
 
     t0 = time.time()
-    task_manager = TaskManager(include_path=str(include_path) if include_path else None)
+    task_manager = _task_manager(TaskManager, include_path, [b["name"] for b in benchmarks])
     known = set(task_manager.all_tasks)
     missing = [b["name"] for b in benchmarks if b["name"] not in known]
     if missing:

@@ -69,8 +69,9 @@ def versions() -> dict[str, str]:
     return out
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
+def atomic_write_json(path: str | Path, obj: Any) -> None:
     """Write JSON via a temp file + rename so a killed job never leaves half a file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

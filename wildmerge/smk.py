@@ -26,3 +26,12 @@ def export_pythonpath(path: str) -> None:
     """Prepend ``path`` to PYTHONPATH so every job imports this checkout's package."""
     parts = [path] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != path]
     os.environ["PYTHONPATH"] = os.pathsep.join(parts)
+
+
+def limit_threads(snakemake: Any) -> int:
+    """Let torch use only the job's ``threads`` (parallel jobs must not oversubscribe cores)."""
+    import torch
+
+    n = max(1, int(getattr(snakemake, "threads", 1) or 1))
+    torch.set_num_threads(n)
+    return n
