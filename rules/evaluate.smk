@@ -22,7 +22,7 @@ rule evaluate:
         limit=EVAL_CFG.get("limit"),
     threads: 1
     resources:
-        **rule_resources("evaluate"),
+        **rule_resources("evaluate", gpu=1),
     retries: 1
     group:
         "merge_eval"

@@ -5,7 +5,7 @@ rule merge:
     input:
         unpack(merge_inputs),
     output:
-        model=merged_model_dir(results("models/{base}/{merge}")),
+        model=merged_model_dir(f"{STUDY.models_dir}/{{base}}/{{merge}}"),
         manifest=results("manifests/{base}/{merge}.json"),
     log:
         results("logs/merge/{base}/{merge}.log"),
@@ -18,7 +18,7 @@ rule merge:
         lazy_unpickle=MERGE_CFG.get("lazy_unpickle", False),
     threads: 1
     resources:
-        **rule_resources("merge"),
+        **rule_resources("merge", gpu=1),
     retries: 1
     group:
         "merge_eval"

@@ -33,7 +33,11 @@ info = [read_json(p) for p in smk.input.info]
 manifest = {
     **spec,
     "inputs": {"base": info[0], "experts": dict(zip(spec["members"], info[1:]))},
-    "output": {"path": str(out_dir), "sha256": model_hash(out_dir)},
+    "output": {
+        "path": str(out_dir),
+        "sha256": model_hash(out_dir),
+        "bytes": sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file()),
+    },
     "task_vector_l2": norm,
     "merge_seconds": round(t_merge, 3),
     "dtype": smk.params.dtype,

@@ -3,69 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
-import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-OFFLINE = {
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    # a proxy pointing nowhere: any attempt to reach the network fails fast
-    "HTTPS_PROXY": "http://127.0.0.1:9",
-    "HTTP_PROXY": "http://127.0.0.1:9",
-}
-
-
-def smk(workdir: Path, *args: str, config: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = SNAKEMAKE + ["--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
-    cmd += ["--configfile", str(config or REPO / "config.yaml"), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **OFFLINE}, timeout=3000)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
-    return proc
-
-
-def dry_run_jobs(workdir: Path, *args: str, config: Path | None = None) -> dict[str, int]:
-    """Snakemake's own job counts from a dry run: rule -> count."""
-    out = smk(workdir, "-n", "--quiet", "rules", *args, config=config).stdout
-    counts: dict[str, int] = {}
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
-            counts[parts[0]] = int(parts[1])
-    return counts
-
-
-def dry_run_job_wildcards(workdir: Path, config: Path | None = None) -> dict[str, set[str]]:
-    """Snakemake's own dry-run job list: rule -> set of the jobs' wildcard strings."""
-    out = smk(workdir, "-n", config=config).stdout
-    jobs: dict[str, set[str]] = {}
-    rule = None
-    for line in out.splitlines():
-        s = line.strip()
-        if s.startswith(("rule ", "localrule ")) and s.endswith(":"):
-            rule = s.split()[1].rstrip(":")
-            jobs.setdefault(rule, set()).add("")
-        elif rule and s.startswith("wildcards:"):
-            jobs[rule].discard("")
-            jobs[rule].add(s.removeprefix("wildcards:").strip())
-        elif not s:
-            rule = None
-    return jobs
-
-
-def write_config(path: Path, cfg: dict) -> Path:
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
+from workflow_helpers import REPO, dry_run_job_wildcards, dry_run_jobs, smk, write_config
 
 
 def test_lint_is_clean(tmp_path):
@@ -102,21 +46,13 @@ def test_paper_config_dry_run_offline(tmp_path):
     assert counts["evaluate"] == 4 * (1 + 12 + (5 * 15 + 1) * 7)
 
 
-@pytest.fixture(scope="session")
-def demo_run(tmp_path_factory) -> Path:
-    """The default study (config.yaml) run end to end, as `make run` does."""
-    work = tmp_path_factory.mktemp("demo")
-    smk(work, "--cores", "2")
-    return work
-
-
 def test_demo_outputs(demo_run):
     results = demo_run / "results" / "demo"
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     benches = cfg["evaluation"]["benchmarks"]
     scores = pd.read_csv(results / "scores.csv", keep_default_na=False)
     assert set(scores.benchmark) == set(benches)
-    n_models = 1 + 8 + (3 + 3 + 1) * 7
+    n_models = 1 + 8 + (2 + 2 + 1) * 7
     assert scores.model_id.nunique() == n_models
     assert len(scores) == n_models * len(benches)
     assert set(scores[scores.role == "merged"].method) == set(cfg["methods"])
@@ -196,7 +132,7 @@ def test_changed_method_parameter_reruns_only_that_method(demo_run, tmp_path):
     cfg["methods"]["ties"]["params"]["density"] = 0.2
     jobs = dry_run_job_wildcards(demo_run, config=write_config(tmp_path / "ties.yaml", cfg))
     merges = {w.split("merge=")[1] for w in jobs.pop("merge")}
-    assert len(merges) == 3 + 3 + 1
+    assert len(merges) == 2 + 2 + 1
     sys.path.insert(0, str(REPO))
     from wildmerge.study import Study
 

@@ -120,6 +120,8 @@ class Study:
     def __init__(self, config: Mapping[str, Any]):
         self.config = config
         self.results = str(config.get("results", "results"))
+        # merged weights (temporary unless merge.keep_models): node-local scratch on a cluster
+        self.models_dir = str((config.get("merge") or {}).get("models_dir") or f"{self.results}/models")
         sub = config["subsets"]
         self.seed = int(sub.get("seed", 0))
         self.per_size = int(sub["per_size"])
@@ -170,7 +172,7 @@ class Study:
 
     def model_dir(self, base: str, model: str) -> str:
         if model.startswith("m-"):
-            return f"{self.results}/models/{base}/{model}"
+            return f"{self.models_dir}/{base}/{model}"
         return self.checkpoint(base, model).path
 
     def all_checkpoints(self) -> list[Checkpoint]:

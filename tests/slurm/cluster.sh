@@ -224,7 +224,9 @@ SlurmctldPort=$CTLD_PORT
 SlurmdPort=$SLURMD_PORT
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$MUNGE_SOCKET
+# cred_expire also sets how long a requeued job waits before it may start again
+# (default 120 s); keep it short so requeue tests are fast.
+AuthInfo=socket=$MUNGE_SOCKET,cred_expire=10
 
 StateSaveLocation=$S/ctld
 SlurmdSpoolDir=$S/spool
@@ -473,16 +475,38 @@ stop_pid() {
 # slurmstepd processes of this cluster (they keep a socket in our spool dir and
 # survive slurmd); identified by pid, never by name alone.
 leftover_stepds() {
-    local d pid exe
+    local d pid exe fd target
     [[ -d "$S/spool" ]] || return 0
     for d in /proc/[0-9]*; do
         pid=${d#/proc/}
         exe=$(readlink "$d/exe" 2>/dev/null || true)
         exe=$(basename "${exe% (deleted)}")
         [[ "$exe" == slurmstepd || "$exe" == slurmstepd-wlm ]] || continue
-        if ls -l "$d/fd" 2>/dev/null | grep -qF -- "$S/"; then
-            echo "$pid"
+        # open files of a stepd include our SlurmdLogFile and spool dir
+        for fd in "$d"/fd/*; do
+            target=$(readlink "$fd" 2>/dev/null || true)
+            if [[ "$target" == "$S/"* ]]; then
+                echo "$pid"
+                break
+            fi
+        done
+    done
+}
+
+# descendants <pid>: all (recursive) child pids of <pid>.
+descendants() {
+    local parent=$1 d pid ppid children=""
+    for d in /proc/[0-9]*; do
+        pid=${d#/proc/}
+        # field 4 of /proc/PID/stat is the ppid; strip "pid (comm) " first
+        ppid=$(sed -E 's/^[0-9]+ \(.*\) [A-Za-z] ([0-9]+) .*/\1/' "$d/stat" 2>/dev/null || true)
+        if [[ "$ppid" == "$parent" ]]; then
+            children="$children $pid"
         fi
+    done
+    for pid in $children; do
+        echo "$pid"
+        descendants "$pid"
     done
 }
 
@@ -511,14 +535,19 @@ do_down() {
         fi
     fi
 
-    stop_pid slurmd "$SLURMD_PID"
-    stop_pid slurmctld "$SLURMCTLD_PID"
+    # slurmd and slurmctld take ~2 s each to exit: stop them in parallel.
+    stop_pid slurmd "$SLURMD_PID" &
+    stop_pid slurmctld "$SLURMCTLD_PID" &
+    wait
     stop_pid munged "$MUNGED_PID"
 
-    local p
+    local p pids
     for p in $(leftover_stepds); do
-        log "killing leftover slurmstepd (pid $p)"
-        kill -KILL "$p" 2>/dev/null || true
+        pids=$(descendants "$p" | tr '\n' ' ')
+        pids="$p ${pids% }"
+        log "killing leftover slurmstepd (pid $p) and its job processes: $pids"
+        # shellcheck disable=SC2086
+        kill -KILL $pids 2>/dev/null || true
     done
 
     unlink_etc_conf

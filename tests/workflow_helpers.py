@@ -1,0 +1,64 @@
+"""Running the workflow from tests: Snakemake as a subprocess, offline, and its dry-run job lists."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+OFFLINE = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    # a proxy pointing nowhere: any attempt to reach the network fails fast
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "HTTP_PROXY": "http://127.0.0.1:9",
+}
+
+
+def smk(workdir: Path, *args: str, config: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = SNAKEMAKE + ["--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    cmd += ["--configfile", str(config or REPO / "config.yaml"), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **OFFLINE}, timeout=3000)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+def dry_run_jobs(workdir: Path, *args: str, config: Path | None = None) -> dict[str, int]:
+    """Snakemake's own job counts from a dry run: rule -> count."""
+    out = smk(workdir, "-n", "--quiet", "rules", *args, config=config).stdout
+    counts: dict[str, int] = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def dry_run_job_wildcards(workdir: Path, config: Path | None = None) -> dict[str, set[str]]:
+    """Snakemake's own dry-run job list: rule -> set of the jobs' wildcard strings."""
+    out = smk(workdir, "-n", config=config).stdout
+    jobs: dict[str, set[str]] = {}
+    rule = None
+    for line in out.splitlines():
+        s = line.strip()
+        if s.startswith(("rule ", "localrule ")) and s.endswith(":"):
+            rule = s.split()[1].rstrip(":")
+            jobs.setdefault(rule, set()).add("")
+        elif rule and s.startswith("wildcards:"):
+            jobs[rule].discard("")
+            jobs[rule].add(s.removeprefix("wildcards:").strip())
+        elif not s:
+            rule = None
+    return jobs
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
