@@ -12,14 +12,15 @@ from wildmerge.smk import export_pythonpath  # noqa: E402
 # jobs (local, conda or SLURM) import the wildmerge package from this checkout
 export_pythonpath(workflow.basedir)
 
-from wildmerge.study import ConfigError, Study  # noqa: E402
+from wildmerge.study import ConfigError, Study, check_study  # noqa: E402
 
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 
 try:
     STUDY = Study(config)
-except ConfigError as err:
+    check_study(STUDY, config)
+except (ConfigError, ValueError) as err:
     raise WorkflowError(f"invalid config: {err}") from None
 
 R = STUDY.results

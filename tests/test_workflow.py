@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import sys
 
 import pandas as pd
+import pytest
 import yaml
 
-from workflow_helpers import REPO, dry_run_job_wildcards, dry_run_jobs, smk, write_config
+from workflow_helpers import OFFLINE, REPO, SNAKEMAKE, dry_run_job_wildcards, dry_run_jobs, smk, write_config
 
 
 def test_lint_is_clean(tmp_path):
@@ -28,14 +31,36 @@ def test_unknown_config_key_is_named(tmp_path):
     assert "batchsize" in proc.stdout + proc.stderr
 
 
-def test_size_larger_than_pool_is_named(tmp_path):
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (lambda c: c["subsets"].update(sizes=[2, 20]), "subsets.sizes: n=20"),
+        (lambda c: c["subsets"].update(sizes=[7], per_size=9), "subsets.per_size"),
+        (lambda c: c["methods"]["ta"].update(method="task_arithmatic"), "methods.ta: Unknown merge method 'task_arithmatic'"),
+        (lambda c: c["methods"]["ties"]["params"].update(densty=0.1), "methods.ties: Unknown parameter(s) 'densty'"),
+        (lambda c: c["methods"]["ta_sb"]["params"].update(beta=1.5), "methods.ta_sb: Invalid value 1.5 for parameter 'beta'"),
+        (lambda c: c["evaluation"]["benchmarks"].append("demo_nonexistent"), "evaluation.benchmarks: lm-eval has no task ['demo_nonexistent']"),
+    ],
+)
+def test_invalid_config_fails_at_dag_build_naming_the_key(tmp_path, change, named):
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
-    cfg["subsets"]["sizes"] = [2, 20]
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(cfg))
-    proc = smk(tmp_path, "-n", config=bad, check=False)
+    change(cfg)
+    proc = smk(tmp_path, "-n", config=write_config(tmp_path / "bad.yaml", cfg), check=False)
     assert proc.returncode != 0
-    assert "subsets.sizes: n=20" in proc.stdout + proc.stderr
+    assert named in proc.stdout + proc.stderr
+
+
+def test_configfile_replaces_the_default_config(tmp_path):
+    """From the repo root, --configfile must not be merged into config.yaml (the demo)."""
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["bases"] = {"other": cfg["bases"]["tiny-llama"]}
+    proc = subprocess.run(
+        SNAKEMAKE + ["-n", "--quiet", "rules", "--configfile", str(write_config(tmp_path / "c.yaml", cfg))],
+        cwd=REPO, capture_output=True, text=True, env={**os.environ, **OFFLINE},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = {p[0]: int(p[1]) for p in map(str.split, proc.stdout.splitlines()) if len(p) == 2 and p[1].isdigit()}
+    assert counts["expert_cosine"] == 1 and counts["checkpoint_info"] == 9  # 'other' only, no 'tiny-llama'
 
 
 def test_paper_config_dry_run_offline(tmp_path):
@@ -140,3 +165,15 @@ def test_changed_method_parameter_reruns_only_that_method(demo_run, tmp_path):
     assert {study[m].method for m in merges} == {"ties"}
     assert {w.split("model=")[1] for w in jobs.pop("evaluate")} == merges
     assert set(jobs) == {"collect_scores", "tables", "figures", "all"}
+
+
+def test_report_bundles_captioned_tables_and_figures(demo_run):
+    out = demo_run / "report.html"
+    smk(demo_run, "--report", str(out))
+    html = out.read_text()
+    for name in ["table1.md", "table2.md", "table3.md", "accuracy_vs_n.png", "norm_vs_n.png", "taskwise.png",
+                 "cosine_tiny-llama.png"]:
+        assert name in html, name
+    # captions (report/*.rst) are rendered in
+    assert "Average accuracy over all benchmarks" in html and "Pairwise cosine" in html
+    assert "wildmerge" in html and "demo" in html

@@ -52,6 +52,52 @@ def _task_hash(config: Mapping[str, Any] | None) -> dict[str, Any]:
     return {"config_sha": stable_hash(cfg, 16), "data_sha": data}
 
 
+def _builtin_task_names() -> set[str]:
+    """Names of lm-eval's built-in tasks/groups/tags, cached per lm-eval version.
+
+    Indexing the ~10k task YAMLs takes seconds, so DAG builds read a cache file
+    (``$XDG_CACHE_HOME/wildmerge``) that is rebuilt when lm-eval's version changes.
+    """
+    from importlib.metadata import version
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "wildmerge"
+    path = cache / f"lm_eval_tasks-{version('lm_eval')}.json"
+    try:
+        return set(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        pass
+    from lm_eval.tasks import TaskManager
+
+    names = sorted(TaskManager().all_tasks)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(names))
+        os.replace(tmp, path)
+    except OSError:  # read-only home: no cache, same answer
+        pass
+    return set(names)
+
+
+def unknown_benchmarks(names: Sequence[str], include_path: str | Path | None = None,
+                       local_tasks: Sequence[str] | None = None) -> list[str]:
+    """Benchmarks lm-eval would not find: not built in, not in ``include_path``/``local_tasks``.
+
+    ``local_tasks`` lists tasks the workflow generates itself (not on disk at DAG build).
+    """
+    known = set(local_tasks or ())
+    missing = [n for n in names if n not in known]
+    if missing and include_path and Path(include_path).is_dir():
+        from lm_eval.tasks import TaskManager
+
+        known |= set(TaskManager(include_path=str(include_path), include_defaults=False).all_tasks)
+        missing = [n for n in missing if n not in known]
+    if missing:
+        builtin = _builtin_task_names()
+        missing = [n for n in missing if n not in builtin]
+    return missing
+
+
 def _task_manager(factory: Any, include_path: str | Path | None, names: Sequence[str]) -> Any:
     """lm-eval's TaskManager; only the include path is indexed when it holds every task.
 

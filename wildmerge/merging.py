@@ -70,6 +70,18 @@ def _get_method(name: str):
     return merge_methods.get(name)
 
 
+def check_method(key: str, method: str, params: Mapping[str, Any] | None) -> None:
+    """Validate a configured method and its parameters against mergekit's own spec.
+
+    ``key`` is the config path (``methods.<name>``) named in the error, so a bad entry
+    fails the workflow at DAG build instead of in a merge job hours later.
+    """
+    try:
+        _validate_params(_get_method(method), dict(params or {}))
+    except ValueError as error:
+        raise ValueError(f"{key}: {error}") from None
+
+
 def _type_name(value_type: Any) -> str:
     return getattr(value_type, "__name__", None) or str(value_type)
 

@@ -211,3 +211,29 @@ class Study:
 
     def fingerprint(self) -> str:
         return stable_hash(self.config)
+
+
+def check_study(study: Study, config: Mapping[str, Any]) -> None:
+    """Checks that need the libraries (not just the config): every method and its parameters
+    against mergekit's registry, every benchmark against lm-eval's task index.
+
+    Raises ValueError naming the config key; run at DAG build, before any job.
+    """
+    from wildmerge.evaluation import unknown_benchmarks
+    from wildmerge.merging import check_method
+
+    for name, spec in study.methods.items():
+        check_method(f"methods.{name}", spec["method"], spec["params"])
+    include = (config.get("evaluation") or {}).get("include_path")
+    local: list[str] = []
+    if include == "demo":
+        from wildmerge.demo import GROUP, TASKS
+
+        local, include = [*TASKS, GROUP], None
+    missing = unknown_benchmarks(study.benchmark_names, include, local)
+    if missing:
+        raise ConfigError(
+            f"evaluation.benchmarks: lm-eval has no task {missing}"
+            + (f" (searched its built-in tasks and include_path={include})" if include else
+               " (searched its built-in tasks; set evaluation.include_path for your own task YAMLs)")
+        )

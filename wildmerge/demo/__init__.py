@@ -13,7 +13,7 @@ from typing import Any
 
 from wildmerge.demo.experts import EXPERTS, ExpertSpec
 from wildmerge.demo.skills import SKILLS
-from wildmerge.demo.tasks import TASK_PREFIX, TASKS, make_tasks, task_name
+from wildmerge.demo.tasks import GROUP, TASK_PREFIX, TASKS, make_tasks, task_name
 
 __all__ = [
     "EXPERTS",
@@ -21,6 +21,7 @@ __all__ = [
     "SKILLS",
     "TASKS",
     "TASK_PREFIX",
+    "GROUP",
     "task_name",
     "make_tasks",
     "train_base",
