@@ -12,7 +12,7 @@ min_version("9.0")
 # The demo study is the default; a --configfile replaces it rather than being merged into it.
 if not workflow.overwrite_configfiles:
 
-    configfile: "config.yaml"
+    configfile: f"{workflow.basedir}/config.yaml"
 
 
 report: "report/workflow.rst"

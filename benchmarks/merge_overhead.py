@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -69,11 +70,18 @@ merge(a["base"], a["experts"], a["method"], a["params"], a["out"], dtype=a["dtyp
 WM_JOB = """
 import json, runpy, sys
 from types import SimpleNamespace as NS
+
+
+class Params(NS):  # a rule param the script reads but the benchmark does not set is None
+    def __getattr__(self, name):
+        return None
+
+
 a = json.loads(sys.argv[1])
 smk = NS(
     input=NS(base=a["base"], experts=a["experts"], info=a["info"]),
     output=NS(model=a["out"], manifest=a["manifest"]),
-    params=NS(spec=a["spec"], dtype=a["dtype"], device="cpu", lazy_unpickle=False),
+    params=Params(spec=a["spec"], dtype=a["dtype"], device="cpu", lazy_unpickle=False),
     log=[a["log"]], rule="merge", threads=a["threads"], wildcards=NS(base="bench", merge=a["spec"]["merge_id"]),
 )
 runpy.run_path(a["script"], init_globals={"snakemake": smk}, run_name="__main__")
@@ -176,6 +184,32 @@ def build_models(work: Path, args: argparse.Namespace) -> tuple[Path, list[Path]
     return base, experts
 
 
+def write_info(work: Path, base: Path, models: list[Path]) -> list[Path]:
+    """The checkpoint records the merge job reads (``rule checkpoint_info``'s JSONs).
+
+    Content hash from the build; the pre-flight report is made fresh with
+    ``wildmerge.preflight.check_checkpoint`` when that exists (cheap: headers only).
+    """
+    from wildmerge.provenance import atomic_write_json, read_json
+
+    try:
+        from wildmerge.preflight import check_checkpoint
+    except ImportError:
+        check_checkpoint = None
+    paths = []
+    for model_dir in models:
+        rec = read_json(model_dir.with_suffix(".json"))
+        rec["name"] = model_dir.name
+        if check_checkpoint is not None:
+            rec["preflight"] = check_checkpoint(base, model_dir, name=model_dir.name, base_name="bench")
+        else:
+            rec["preflight"] = {"status": "ok", "warnings": [], "resolution": None}
+        path = work / "info" / f"{model_dir.name}.json"
+        atomic_write_json(path, rec)
+        paths.append(path)
+    return paths
+
+
 # --------------------------------------------------------------------------- measurements
 
 
@@ -190,6 +224,11 @@ def read_fully(path: Path, buf: bytearray) -> int:
 
 def weight_files(model_dir: Path) -> list[Path]:
     return sorted(model_dir.glob("*.safetensors"))
+
+
+def cpu_seconds(who: int) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
 
 
 def run_checked(cmd: list[str], env: dict[str, str], log: Path) -> None:
@@ -212,6 +251,29 @@ def method_specs(names: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def print_table(methods: dict[str, dict[str, Any]], med: dict[tuple[str, str], float], missed: list[str] | None) -> None:
+    cols = ["method", "mergekit method", "wildmerge", "job", "mergekit", "floor",
+            "wm/mergekit", "job/mergekit", "wm/floor"]
+    rows = []
+
+    def ratio(a: float | None, b: float | None) -> str:
+        return f"{a / b:.3f}" if a is not None and b else "-"
+
+    for key, spec in methods.items():
+        wm, job, mk, fl = (med.get((key, v)) for v in VARIANTS)
+        rows.append([key, spec["method"], *("-" if x is None else f"{x:.2f}" for x in (wm, job, mk, fl)),
+                     ratio(wm, mk), ratio(job, mk), ratio(wm, fl)])
+        if missed is not None and wm is not None:
+            if mk and wm / mk > GOAL_VS_MERGEKIT:
+                missed.append(f"{key}: wildmerge/mergekit {wm / mk:.3f} > {GOAL_VS_MERGEKIT}")
+            if fl and wm / fl > GOAL_VS_FLOOR:
+                missed.append(f"{key}: wildmerge/floor {wm / fl:.3f} > {GOAL_VS_FLOOR}")
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    print("  ".join(c.rjust(w) for c, w in zip(cols, widths)))
+    for r in rows:
+        print("  ".join(x.rjust(w) for x, w in zip(r, widths)))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="\n\n".join(__doc__.split("\n\n")[1:]))
@@ -229,6 +291,9 @@ def main() -> int:
     ap.add_argument("--delta", type=float, default=0.002, help="std of the experts' perturbation (base std 0.02)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1 = the merge rule's)")
+    ap.add_argument("--job-methods", default=TABLE1[0],
+                    help="methods that also get the whole-job row (its extra cost does not depend on the "
+                         "method; default ta; 'all' for every method)")
     ap.add_argument("--skip", default="", help="comma-separated variants to skip, of " + ",".join(VARIANTS))
     ap.add_argument("--workdir", type=Path, help="checkpoints and outputs (default: a reusable dir in $TMPDIR)")
     args = ap.parse_args()
@@ -238,6 +303,7 @@ def main() -> int:
     if skip - set(VARIANTS):
         ap.error(f"--skip: unknown variant(s) {sorted(skip - set(VARIANTS))}")
     variants = [v for v in VARIANTS if v not in skip]
+    job_methods = {m for m in args.job_methods.split(",") if m}
 
     tag = f"h{args.hidden}-i{args.intermediate}-l{args.layers}-a{args.heads}-{args.kv_heads}-v{args.vocab}-e{args.experts}-{args.dtype}-s{args.seed}"
     work = args.workdir or Path(tempfile.gettempdir()) / f"wildmerge-bench-merge-{tag}"
@@ -259,6 +325,7 @@ def main() -> int:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
            "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    info = write_info(work, base, [base, *experts])
     out_root = work / "out"
     shutil.rmtree(out_root, ignore_errors=True)
     out_root.mkdir()
@@ -281,7 +348,7 @@ def main() -> int:
             return lambda: run_checked(cmd, env, log)
         if variant == "job":
             members = [e.name for e in experts]
-            job = {**common, "info": [str(d.with_suffix(".json")) for d in (base, *experts)],
+            job = {**common, "info": [str(p) for p in info],
                    "manifest": str(out_root / f"{key}-manifest.json"), "log": str(logs / f"{key}-job-smk.log"),
                    "script": str(REPO / "scripts" / "merge.py"),
                    "spec": {"base": "bench", "merge_id": f"m-{key}-bench", "method": key,
@@ -318,13 +385,18 @@ def main() -> int:
     from wildmerge.provenance import model_hash
 
     times: dict[tuple[str, str], list[float]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}
     digests: dict[tuple[str, str], str] = {}
     started = time.perf_counter()
     for rep in range(args.repeats):
         for key in methods:
             order = variants[rep % len(variants):] + variants[: rep % len(variants)]  # rotate to spread drift
             for variant in order:
+                if variant == "job" and not (job_methods == {"all"} or key in job_methods):
+                    continue
                 fn = runner(key, variant)
+                os.sync()  # no dirty pages of the previous run are flushed during this one
+                c = cpu_seconds(resource.RUSAGE_CHILDREN) + cpu_seconds(resource.RUSAGE_SELF)
                 t = time.perf_counter()
                 try:
                     fn()
@@ -332,39 +404,25 @@ def main() -> int:
                     print(f"FAILED {key}/{variant} (repeat {rep + 1}): {error}", file=sys.stderr)
                     return 1
                 dt = time.perf_counter() - t
+                dc = cpu_seconds(resource.RUSAGE_CHILDREN) + cpu_seconds(resource.RUSAGE_SELF) - c
                 times.setdefault((key, variant), []).append(dt)
+                cpu.setdefault((key, variant), []).append(dc)
                 out = out_root / f"{key}-{variant}"
                 if rep == 0 and variant != "floor":  # same merge? (untimed)
                     digests[(key, variant)] = model_hash(out)
                 clean()
-                print(f"  repeat {rep + 1} {key:12s} {variant:9s} {dt:7.2f} s", flush=True)
+                print(f"  repeat {rep + 1} {key:12s} {variant:9s} {dt:7.2f} s wall {dc:7.2f} s cpu", flush=True)
     print(f"total {time.perf_counter() - started:.0f} s\n")
 
-    med = {k: statistics.median(v) for k, v in times.items()}
-    cols = ["method", "mergekit method", "wildmerge s", "job s", "mergekit s", "floor s",
-            "wm/mergekit", "job/mergekit", "wm/floor"]
-    rows = []
-    missed = []
-    for key, spec in methods.items():
-        get: Callable[[str], float | None] = lambda v: med.get((key, v))  # noqa: E731
-        wm, job, mk, fl = get("wildmerge"), get("job"), get("mergekit"), get("floor")
-
-        def ratio(a: float | None, b: float | None) -> str:
-            return f"{a / b:.3f}" if a and b else "-"
-
-        rows.append([key, spec["method"], *(f"{x:.2f}" if x else "-" for x in (wm, job, mk, fl)),
-                     ratio(wm, mk), ratio(job, mk), ratio(wm, fl)])
-        if wm and mk and wm / mk > GOAL_VS_MERGEKIT:
-            missed.append(f"{key}: wildmerge/mergekit {wm / mk:.3f} > {GOAL_VS_MERGEKIT}")
-        if wm and fl and wm / fl > GOAL_VS_FLOOR:
-            missed.append(f"{key}: wildmerge/floor {wm / fl:.3f} > {GOAL_VS_FLOOR}")
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
-    print("  ".join(c.rjust(w) for c, w in zip(cols, widths)))
-    for r in rows:
-        print("  ".join(x.rjust(w) for x, w in zip(r, widths)))
-    print(f"\nmodel size {model_bytes / 1e9:.2f} GB ({n_params / 1e6:.0f} M params, {args.dtype}); "
-          f"goals: wildmerge/mergekit <= {GOAL_VS_MERGEKIT}, wildmerge/floor <= {GOAL_VS_FLOOR}")
-    print("all runs (s): " + json.dumps({f"{k}/{v}": [round(x, 2) for x in t] for (k, v), t in times.items()}))
+    missed: list[str] = []
+    for label, data in (("wall-clock", times), ("CPU (user+sys)", cpu)):
+        med = {k: statistics.median(v) for k, v in data.items()}
+        print(f"{label} seconds, median of {args.repeats}:")
+        print_table(methods, med, missed if data is times else None)
+        print()
+    print(f"model size {model_bytes / 1e9:.2f} GB per checkpoint ({n_params / 1e6:.0f} M params, {args.dtype}); "
+          f"goals: wildmerge/mergekit <= {GOAL_VS_MERGEKIT}, wildmerge/floor <= {GOAL_VS_FLOOR} (wall-clock)")
+    print("all runs, wall s: " + json.dumps({f"{k}/{v}": [round(x, 2) for x in t] for (k, v), t in times.items()}))
     for key in methods:
         found = {v: d for (k, v), d in digests.items() if k == key}
         if len(set(found.values())) > 1:

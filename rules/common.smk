@@ -19,7 +19,8 @@ validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 
 try:
     STUDY = Study(config)
-    check_study(STUDY, config)
+    if workflow.is_main_process:  # not again in every cluster job
+        check_study(STUDY, config)
 except (ConfigError, ValueError) as err:
     raise WorkflowError(f"invalid config: {err}") from None
 
@@ -66,8 +67,11 @@ def include_path():
     return "resources/demo/tasks" if path == "demo" else path
 
 
-def checkpoint_dir(wildcards):
-    return STUDY.model_dir(wildcards.base, wildcards.checkpoint)
+def checkpoint_info_inputs(wildcards):
+    return {
+        "model": STUDY.model_dir(wildcards.base, wildcards.checkpoint),
+        "base": STUDY.bases[wildcards.base].model.path,
+    }
 
 
 def merge_inputs(wildcards):

@@ -18,14 +18,18 @@ rule fetch_hub_model:
 
 
 rule checkpoint_info:
+    # pre-flight (before any merge or evaluation uses the checkpoint): safetensors only,
+    # custom code only if opted in, same architecture, tensor names/shapes, vocabulary and
+    # tokenizer as the base; plus the content hash (and hub revision) for provenance
     input:
-        checkpoint_dir,
+        unpack(checkpoint_info_inputs),
     output:
         results("checkpoints/{base}/{checkpoint}.json"),
     log:
         results("logs/checkpoint_info/{base}/{checkpoint}.log"),
     params:
         checkpoint=lambda wc: STUDY.checkpoint(wc.base, wc.checkpoint),
+        tokenizer_source=MERGE_CFG.get("tokenizer_source", "error"),
     resources:
         **rule_resources("checkpoint_info"),
     conda:

@@ -15,7 +15,6 @@ rule merge:
         spec=merge_params,
         dtype=MERGE_CFG.get("dtype", "float32"),
         device=MERGE_CFG.get("device", "cpu"),
-        lazy_unpickle=MERGE_CFG.get("lazy_unpickle", False),
     threads: 1
     resources:
         **rule_resources("merge", gpu=1),

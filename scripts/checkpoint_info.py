@@ -1,11 +1,24 @@
-"""Record a checkpoint's content hash (and hub revision) once, for provenance."""
+"""Pre-flight one checkpoint against its base, and record its content hash (and hub revision)."""
 
+from wildmerge.preflight import check_checkpoint
 from wildmerge.provenance import atomic_write_json, checkpoint_record
 from wildmerge.smk import setup_logging
 
-log = setup_logging(snakemake)  # noqa: F821
-ck = snakemake.params.checkpoint  # noqa: F821
-rec = checkpoint_record(snakemake.input[0], ck.source, ck.revision)  # noqa: F821
+smk = snakemake  # noqa: F821
+log = setup_logging(smk)
+ck = smk.params.checkpoint
+report = check_checkpoint(
+    smk.input.base,
+    smk.input.model,
+    name=ck.name if smk.wildcards.checkpoint != "base" else f"base of {smk.wildcards.base}",
+    tokenizer_policy=smk.params.tokenizer_source,
+    trust_remote_code=ck.trust_remote_code,
+    base_name=smk.wildcards.base,
+)
+for warning in report["warnings"]:
+    log.warning("%s: %s", ck.name, warning)
+rec = checkpoint_record(smk.input.model, ck.source, ck.revision)
 rec["name"] = ck.name
-log.info("%s: sha256 %s", ck.source, rec["sha256"])
-atomic_write_json(snakemake.output[0], rec)  # noqa: F821
+rec["preflight"] = report
+log.info("%s: pre-flight %s, sha256 %s", ck.source, report["status"], rec["sha256"])
+atomic_write_json(smk.output[0], rec)

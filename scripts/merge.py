@@ -13,6 +13,11 @@ log = setup_logging(smk)
 limit_threads(smk)
 spec = smk.params.spec
 out_dir = Path(smk.output.model)
+info = [read_json(p) for p in smk.input.info]
+# pre-flight resolved a vocabulary mismatch of a member: let mergekit reconcile the tokenizers
+tokenizer_source = next(
+    (res["tokenizer_source"] for i in info[1:] if (res := i["preflight"].get("resolution"))), None
+)
 t0 = time.time()
 log.info(
     "merging %d experts %s into %s with %s %s",
@@ -26,10 +31,10 @@ merge(
     out_dir,
     dtype=smk.params.dtype,
     device=smk.params.device,
+    tokenizer_source=tokenizer_source,
 )
 t_merge = time.time() - t0
 norm = task_vector_norm(smk.input.base, out_dir)
-info = [read_json(p) for p in smk.input.info]
 manifest = {
     **spec,
     "inputs": {"base": info[0], "experts": dict(zip(spec["members"], info[1:]))},

@@ -41,9 +41,9 @@ def dry_run_jobs(workdir: Path, *args: str, config: Path | None = None) -> dict[
     return counts
 
 
-def dry_run_job_wildcards(workdir: Path, config: Path | None = None) -> dict[str, set[str]]:
+def dry_run_job_wildcards(workdir: Path, *args: str, config: Path | None = None) -> dict[str, set[str]]:
     """Snakemake's own dry-run job list: rule -> set of the jobs' wildcard strings."""
-    out = smk(workdir, "-n", config=config).stdout
+    out = smk(workdir, "-n", *args, config=config).stdout
     jobs: dict[str, set[str]] = {}
     rule = None
     for line in out.splitlines():

@@ -163,8 +163,13 @@ def build_config(
     params: Mapping[str, Any] | None = None,
     *,
     dtype: str = "float32",
+    tokenizer_source: str | None = None,
 ) -> dict[str, Any]:
-    """Validate the inputs and return the mergekit YAML configuration as a dict."""
+    """Validate the inputs and return the mergekit YAML configuration as a dict.
+
+    ``tokenizer_source`` ("base" or "union") lets mergekit reconcile experts whose
+    vocabulary differs from the base's (resized embeddings); None keeps the base's.
+    """
     method_obj = _get_method(method)
     params = dict(params or {})
     _validate_params(method_obj, params)
@@ -198,6 +203,8 @@ def build_config(
     }
     if params:
         config["parameters"] = params
+    if tokenizer_source:
+        config["tokenizer_source"] = tokenizer_source
     return config
 
 
@@ -253,6 +260,7 @@ def merge(
     dtype: str = "float32",
     device: str = "cpu",
     options: dict | None = None,
+    tokenizer_source: str | None = None,
 ) -> dict:
     """Merge ``experts`` into ``base`` with mergekit method ``method``.
 
@@ -269,7 +277,7 @@ def merge(
     a merged tensor has NaN/Inf.  Returns a provenance dict.
     """
     started = time.perf_counter()
-    config = build_config(base, experts, method, params, dtype=dtype)
+    config = build_config(base, experts, method, params, dtype=dtype, tokenizer_source=tokenizer_source)
     config_yaml = yaml.safe_dump(config, sort_keys=False)
 
     from mergekit.config import MergeConfiguration

@@ -614,7 +614,8 @@ def _compare(base: _Checkpoint, ck: _Checkpoint) -> list[_Issue]:
         name, b_shape, v_shape = mismatched[0]
         issues.append(_Issue(
             "shape_mismatch",
-            f"{len(mismatched)} tensors have other shapes {vs} {in_base}: {shown}{more}",
+            f"{len(mismatched)} tensors have other shapes in {ck.role} '{ck.name}' than "
+            f"{in_base}: {shown}{more}",
             fix=f"'{ck.name}' is not a fine-tune of this base (different model size or "
             f"config): remove it from this base's experts, or use the base it was fine-tuned from",
             key=name, base=b_shape, value=v_shape,
@@ -657,14 +658,16 @@ def _compare_tokenizers(base: _Checkpoint, ck: _Checkpoint) -> list[_Issue]:
             parts.append(f"{len(changed)} tokens have another id (e.g. {eg})")
         if dropped:
             parts.append(f"{len(dropped)} of the base's tokens are absent (e.g. {_first(dropped, 3)})")
-        same = "the same vocab_size" if base.vocab_size == ck.vocab_size else "vocab_size"
+        same = (
+            f"the same vocab_size ({ck.vocab_size})" if base.vocab_size == ck.vocab_size
+            else f"vocab_size {ck.vocab_size} vs {base.vocab_size}"
+        )
         return [_Issue(
             "tokenizer_mismatch",
             f"the tokenizer {vs} maps tokens to other ids than the one {in_base}: "
             + "; ".join(parts)
-            + f" (fingerprints {vt.fingerprint} vs {bt.fingerprint}); with {same} "
-            f"{ck.vocab_size} vs {base.vocab_size} this misaligns embedding rows and silently "
-            f"breaks task vectors",
+            + f" (fingerprints {vt.fingerprint} vs {bt.fingerprint}); with {same} this "
+            f"misaligns embedding rows and silently breaks task vectors",
             fix=TOKENIZER_FIX, key="tokenizer", base=bt.fingerprint, value=vt.fingerprint,
             tokenizer=True,
         )]
@@ -705,8 +708,9 @@ def _raise_if(ck: _Checkpoint, issues: list[_Issue]) -> None:
 
 def _expert_report(base: _Checkpoint, ck: _Checkpoint, tokenizer_policy: str) -> dict[str, Any]:
     """Report of one expert against ``base``; raises PreflightError on blocking issues."""
-    _raise_if(ck, ck.issues)  # its own problems first: nothing to compare otherwise
-    issues = _compare(base, ck)
+    if not ck.readable:  # nothing to compare
+        _raise_if(ck, ck.issues)
+    issues = ck.issues + _compare(base, ck)
     blocking = [i for i in issues if not i.tokenizer or tokenizer_policy == "error"]
     _raise_if(ck, blocking)
     resolved = [i for i in issues if i.tokenizer]

@@ -19,7 +19,13 @@ def setup_logging(snakemake: Any) -> logging.Logger:
         handlers=handlers,
         force=True,
     )
-    return logging.getLogger(f"wildmerge.{snakemake.rule}")
+    log = logging.getLogger(f"wildmerge.{snakemake.rule}")
+
+    def log_failure(exc_type, exc, tb) -> None:  # the job's error belongs in its log file too
+        log.error("%s failed: %s", snakemake.rule, exc, exc_info=(exc_type, exc, tb))
+
+    sys.excepthook = log_failure
+    return log
 
 
 def export_pythonpath(path: str) -> None:
