@@ -24,6 +24,7 @@ include: "rules/fetch.smk"
 include: "rules/merge.smk"
 include: "rules/evaluate.smk"
 include: "rules/aggregate.smk"
+include: "rules/ablations.smk"
 
 
 localrules:

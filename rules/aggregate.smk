@@ -72,9 +72,15 @@ rule expert_cosine:
     output:
         matrix=results("geometry/{base}/cosine.csv"),
         layers=results("geometry/{base}/cosine_layers.csv"),
+        norms=results("geometry/{base}/task_vector_norms.csv"),
         figure=report(
             results("figures/cosine_{base}.png"),
             caption="../report/cosine.rst",
+            category="Figures",
+        ),
+        signs=report(
+            results("figures/layer_signs_{base}.png"),
+            caption="../report/layer_signs.rst",
             category="Figures",
         ),
     log:

@@ -1,5 +1,6 @@
 # Config validation, wildcard constraints and input functions shared by all rules.
 
+import dataclasses
 import os
 import sys
 
@@ -42,6 +43,7 @@ wildcard_constraints:
     checkpoint="base|expert-[A-Za-z0-9][A-Za-z0-9_.-]*",
     expert="[A-Za-z0-9][A-Za-z0-9_.-]*",
     bench="[^/]+",
+    ablation="[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
 def results(path):
@@ -136,6 +138,18 @@ def eval_params(wildcards):
     }
 
 
+def ablation_score_files(wildcards):
+    pairs = STUDY.ablation_merge_ids(wildcards.ablation)
+    bases = dict.fromkeys(b for b, _ in pairs)
+    return [f for b in bases for f in STUDY.score_files(b, "base")] + [
+        f for b, m in pairs for f in STUDY.score_files(b, m)
+    ]
+
+
+def ablation_manifests(wildcards):
+    return [f"{R}/manifests/{b}/{m}.json" for b, m in STUDY.ablation_merge_ids(wildcards.ablation)]
+
+
 def final_outputs():
     out = [
         f"{R}/scores.csv",
@@ -143,6 +157,7 @@ def final_outputs():
         f"{R}/figures/taskwise.png",
         f"{R}/figures/norm_vs_n.png",
     ]
-    out += [f"{R}/figures/cosine_{b}.png" for b in STUDY.bases]
+    out += [f"{R}/figures/{f}_{b}.png" for b in STUDY.bases for f in ("cosine", "layer_signs")]
     out += [f"{R}/tables/{t}.md" for t in TABLE_NAMES]
+    out += [f"{R}/figures/ablation_{a}_{s}.png" for a in STUDY.ablations for s in ("accuracy", "l2norm")]
     return sorted(set(out))

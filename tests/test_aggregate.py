@@ -215,14 +215,22 @@ def test_write_tables_csv_and_markdown(tmp_path):
     back = read_scores(csv)
     assert (back.loc[back.role == "base", "method"] == "").all()
     written = write_tables(csv, tmp_path / "tables", {"table1": ["ta"], "table3": ["ties"]})
-    assert set(written) == {"table1", "table2", "table3"}
-    for name in ["table1", "table2", "table3"]:
+    assert set(written) == {"table1", "table2", "table3", "paired"}
+    for name in ["table1", "table2", "table3", "paired"]:
+        assert written[name] == (tmp_path / "tables" / f"{name}.csv", tmp_path / "tables" / f"{name}.md")
         assert (tmp_path / "tables" / f"{name}.csv").stat().st_size > 0
-        assert "| Model | Method |" in (tmp_path / "tables" / f"{name}.md").read_text()
+        assert "| Model |" in (tmp_path / "tables" / f"{name}.md").read_text()
+    for name in ["table1", "table2", "table3"]:
+        md = (tmp_path / "tables" / f"{name}.md").read_text()
+        assert md.count("| Model | Method |") == 2  # main table + the CI section below it
+        assert "**95% bootstrap CIs.**" in md and "B=2000" in md and "seed 0" in md
     t1 = pd.read_csv(tmp_path / "tables" / "table1.csv", keep_default_na=False, na_values=[""])
     assert list(t1.columns) == TABLE_COLUMNS
+    assert {"pct_better_lo", "pct_better_hi", "mean_gain_lo", "mean_gain_hi"} <= set(t1.columns)
     expected = table_vs_base(synthetic_scores(), ["ta"])
     assert np.allclose(t1["mean_gain"], expected["mean_gain"])
+    for col in ["pct_better_lo", "pct_better_hi", "mean_gain_lo", "mean_gain_hi"]:
+        assert np.allclose(t1[col], expected[col], equal_nan=True)  # same default B and seed
     t2 = pd.read_csv(tmp_path / "tables" / "table2.csv")
     assert list(t2.method.drop_duplicates()) == ["ta", "ties"]  # table2: every method
     assert set(t2.reference) == {"best_expert"}

@@ -176,3 +176,14 @@ def test_cosine_heatmap_and_layer_signs_png(zoo, tmp_path):
     cos.to_csv(tmp_path / "cos.csv")
     back = pd.read_csv(tmp_path / "cos.csv", index_col=0)
     assert np.allclose(back.to_numpy(), cos.to_numpy())
+
+
+def test_pairwise_cosine_pass_also_gives_each_task_vector_norm(zoo):
+    """The per-checkpoint norms come from the same streaming pass (the Gram diagonal)."""
+    base, models, base_dir, dirs = zoo
+    _, layers, norms = pairwise_cosine(base_dir, dirs, chunk_elems=7, with_norms=True)
+    for name, d in dirs.items():
+        assert norms.loc[name, "total"] == pytest.approx(task_vector_norm(base_dir, d), rel=1e-6)
+    assert norms.loc["gamma", "1"] == 0.0  # gamma leaves layer 1 unchanged
+    row = layers[(layers.layer == "0") & (layers.model_a == "alpha") & (layers.model_b == "beta")].iloc[0]
+    assert norms.loc["alpha", "0"] == pytest.approx(row.norm_a) and norms.loc["beta", "0"] == pytest.approx(row.norm_b)

@@ -66,9 +66,12 @@ def test_configfile_replaces_the_default_config(tmp_path):
 def test_paper_config_dry_run_offline(tmp_path):
     counts = dry_run_jobs(tmp_path, config=REPO / "config" / "paper.yaml")
     assert counts["fetch_hub_model"] == 4 + 48
-    # per base: 5 sizes x 15 subsets + the single n=12 subset, 7 methods
-    assert counts["merge"] == 4 * (5 * 15 + 1) * 7
-    assert counts["evaluate"] == 4 * (1 + 12 + (5 * 15 + 1) * 7)
+    # per base: 5 sizes x 15 subsets + the single n=12 subset, 7 methods; plus the Appendix C
+    # sweeps on all 12 experts (16 + 30 + 8 points, less those equal to a main method's merge)
+    sweeps = 4 * (16 + 30 + 8 - 3)
+    assert counts["merge"] == 4 * (5 * 15 + 1) * 7 + sweeps
+    assert counts["evaluate"] == 4 * (1 + 12 + (5 * 15 + 1) * 7) + sweeps
+    assert counts["ablation"] == 3
 
 
 def test_demo_outputs(demo_run):
@@ -84,8 +87,10 @@ def test_demo_outputs(demo_run):
     for name in ["table1", "table2", "table3"]:
         assert (results / "tables" / f"{name}.md").stat().st_size > 100
         assert (results / "tables" / f"{name}.csv").stat().st_size > 100
-    for fig in ["accuracy_vs_n", "taskwise", "norm_vs_n", "cosine_tiny-llama"]:
+    for fig in ["accuracy_vs_n", "taskwise", "norm_vs_n", "cosine_tiny-llama", "layer_signs_tiny-llama"]:
         assert (results / "figures" / f"{fig}.png").stat().st_size > 10_000
+    norms = pd.read_csv(results / "geometry" / "tiny-llama" / "task_vector_norms.csv", index_col=0)
+    assert set(norms.index) == set(cfg["bases"]["tiny-llama"]["experts"]) and (norms["total"] > 0).all()
     # merged models are temp: gone once scored
     assert not any((results / "models").glob("*/m-*"))
 
@@ -177,3 +182,39 @@ def test_report_bundles_captioned_tables_and_figures(demo_run):
     # captions (report/*.rst) are rendered in
     assert "Average accuracy over all benchmarks" in html and "Pairwise cosine" in html
     assert "wildmerge" in html and "demo" in html
+
+
+def test_ablation_sweeps_on_the_demo(demo_run, tmp_path):
+    """Appendix C sweeps as config: only the sweep merges not already in the study run; each
+    sweep gives a CSV and two figures; L2 norms behave as the paper explains."""
+    work = tmp_path / "work"
+    shutil.copytree(demo_run, work, symlinks=True)
+    configs = [REPO / "config.yaml", REPO / "config" / "ablations-demo.yaml"]
+    sys.path.insert(0, str(REPO))
+    from wildmerge.study import Study
+
+    cfg = yaml.safe_load(configs[0].read_text())
+    cfg.update(yaml.safe_load(configs[1].read_text()))
+    study = Study(cfg)
+    new = study.bases["tiny-llama"].ablation_merges
+    shared = {p.merge_id for pts in study.ablations.values() for p in pts} - set(new)
+    assert shared and shared <= set(study.bases["tiny-llama"].merges)  # e.g. TA lambda=1 normalized
+    jobs = dry_run_jobs(work, config=configs)
+    assert jobs["merge"] == len(new) == 6 + 4 + 3 - len(shared)
+    assert jobs["ablation"] == 3
+
+    smk(work, "--cores", "2", config=configs)
+    res = work / "results" / "demo"
+    ta = pd.read_csv(res / "ablations" / "ta_lambda.csv")
+    assert len(ta) == 6 and {"lambda", "normalize", "accuracy", "base_accuracy", "gain", "l2_norm"} <= set(ta.columns)
+    assert ta["accuracy"].between(0, 100).all()
+    # a sum of task vectors moves further from the base than their mean, more so for larger lambda
+    norm = ta.set_index(["normalize", "lambda"])["l2_norm"]
+    assert norm[(False, 2.0)] > norm[(True, 2.0)] and norm[(True, 2.0)] > norm[(True, 0.5)]
+    assert len(pd.read_csv(res / "ablations" / "ties_density_lambda.csv")) == 4
+    assert len(pd.read_csv(res / "ablations" / "sb_beta.csv")) == 3
+    for a in ["ta_lambda", "ties_density_lambda", "sb_beta"]:
+        for kind in ["accuracy", "l2norm"]:
+            assert (res / "figures" / f"ablation_{a}_{kind}.png").stat().st_size > 10_000
+    # the sweeps never leak into the main tables
+    assert set(pd.read_csv(res / "scores.csv").method.dropna()) <= set(cfg["methods"]) | {""}

@@ -21,16 +21,17 @@ OFFLINE = {
 }
 
 
-def smk(workdir: Path, *args: str, config: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def smk(workdir: Path, *args: str, config: Path | list[Path] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    configs = config if isinstance(config, list) else [config or REPO / "config.yaml"]
     cmd = SNAKEMAKE + ["--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
-    cmd += ["--configfile", str(config or REPO / "config.yaml"), *args]
+    cmd += ["--configfile", *map(str, configs), *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **OFFLINE}, timeout=3000)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
     return proc
 
 
-def dry_run_jobs(workdir: Path, *args: str, config: Path | None = None) -> dict[str, int]:
+def dry_run_jobs(workdir: Path, *args: str, config: Path | list[Path] | None = None) -> dict[str, int]:
     """Snakemake's own job counts from a dry run: rule -> count."""
     out = smk(workdir, "-n", "--quiet", "rules", *args, config=config).stdout
     counts: dict[str, int] = {}
@@ -41,7 +42,7 @@ def dry_run_jobs(workdir: Path, *args: str, config: Path | None = None) -> dict[
     return counts
 
 
-def dry_run_job_wildcards(workdir: Path, *args: str, config: Path | None = None) -> dict[str, set[str]]:
+def dry_run_job_wildcards(workdir: Path, *args: str, config: Path | list[Path] | None = None) -> dict[str, set[str]]:
     """Snakemake's own dry-run job list: rule -> set of the jobs' wildcard strings."""
     out = smk(workdir, "-n", *args, config=config).stdout
     jobs: dict[str, set[str]] = {}

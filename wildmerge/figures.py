@@ -337,3 +337,80 @@ __all__ = [
     "plot_cosine_heatmap",
     "plot_layer_signs",
 ]
+
+
+# --------------------------------------------------------------------------- ablations
+
+
+def _ablation_panels(table: pd.DataFrame, title: str):
+    _theme()
+    bases = list(dict.fromkeys(table["base"]))
+    ncols, nrows = _grid(len(bases), max_cols=3)
+    fig = Figure(figsize=(5.2 * ncols, 3.9 * nrows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    for ax in axes[len(bases):]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    return fig, list(zip(bases, axes))
+
+
+def _hue_levels(table: pd.DataFrame, hue: str | None) -> list:
+    return [None] if hue is None else list(dict.fromkeys(table[hue]))
+
+
+def plot_ablation(table: pd.DataFrame, x: str, hue: str | None, out_png: str | Path, title: str) -> Path:
+    """Average accuracy vs. the swept parameter ``x`` (one line per ``hue`` value; mean +- std
+    over subsets), base model dashed; one panel per base (Figs. 11, 12, 17, 18)."""
+    fig, panels = _ablation_panels(table, title)
+    levels = _hue_levels(table, hue)
+    colors = sns.color_palette("viridis" if len(levels) > 3 else "tab10", n_colors=max(3, len(levels)))
+    numeric = pd.api.types.is_numeric_dtype(table[x]) and not pd.api.types.is_bool_dtype(table[x])
+    for base, ax in panels:
+        part = table[table["base"] == base]
+        for color, level in zip(colors, levels):
+            sub = part if level is None else part[part[hue] == level]
+            g = sub.groupby(x, sort=True)["accuracy"]
+            stats = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1).fillna(0.0)}).reset_index()
+            xs = stats[x].to_numpy(dtype=float) if numeric else np.arange(len(stats))
+            label = "" if level is None else f"{hue}={level}"
+            ax.plot(xs, stats["mean"], marker="o", markersize=4, linewidth=1.8, color=color, label=label)
+            if (stats["std"] > 0).any():
+                ax.fill_between(xs, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
+                                color=color, alpha=0.18, linewidth=0)
+            if not numeric:
+                ax.set_xticks(xs, [str(v) for v in stats[x]])
+        ax.axhline(part["base_accuracy"].iloc[0], label="base model", **BASE_STYLE)
+        ns = sorted(set(part["n"]))
+        ax.set_title(f"{base} (n={', '.join(map(str, ns))})")
+        ax.set_xlabel(x)
+        ax.set_ylabel("average accuracy (%)")
+        ax.legend(fontsize="small")
+    return _save(fig, out_png)
+
+
+def plot_ablation_norm(table: pd.DataFrame, hue: str, out_png: str | Path, title: str,
+                       marker_by: str | None = None) -> Path:
+    """Average accuracy vs. ||theta_merged - theta_base||_2 of each sweep merge, coloured by
+    ``hue`` (and marker by a second parameter), base model dashed (Figs. 13-16)."""
+    fig, panels = _ablation_panels(table, title)
+    levels = _hue_levels(table, hue)
+    colors = sns.color_palette("viridis", n_colors=max(3, len(levels)))
+    markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
+    mlevels = _hue_levels(table, marker_by)
+    for base, ax in panels:
+        part = table[table["base"] == base]
+        for color, level in zip(colors, levels):
+            for marker, mlevel in zip(markers * 8, mlevels):
+                sub = part[part[hue] == level]
+                if mlevel is not None:
+                    sub = sub[sub[marker_by] == mlevel]
+                if sub.empty:
+                    continue
+                label = f"{hue}={level}" + ("" if mlevel is None else f", {marker_by}={mlevel}")
+                ax.scatter(sub["l2_norm"], sub["accuracy"], color=color, marker=marker, s=36, label=label)
+        ax.axhline(part["base_accuracy"].iloc[0], label="base model", **BASE_STYLE)
+        ax.set_title(base)
+        ax.set_xlabel(r"$\|\theta_{merged} - \theta_{base}\|_2$")
+        ax.set_ylabel("average accuracy (%)")
+        ax.legend(fontsize="x-small", ncol=2 if len(levels) * len(mlevels) > 6 else 1)
+    return _save(fig, out_png)

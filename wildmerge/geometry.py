@@ -199,7 +199,8 @@ def pairwise_cosine(
     model_dirs: Mapping[str, str | Path],
     *,
     chunk_elems: int = DEFAULT_CHUNK_ELEMS,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+    with_norms: bool = False,
+) -> tuple[pd.DataFrame, ...]:
     """Cosine similarity between the task vectors (model - base) of every pair of models.
 
     One streaming pass over the base's tensor names: for each tensor (row block) the block of
@@ -215,6 +216,8 @@ def pairwise_cosine(
       ``model_b`` in input order): ``layer`` ("0", "1", ... or "other" for tensors outside
       ``*.layers.<i>.*``), ``model_a``, ``model_b``, ``cosine``, ``dot``, ``norm_a``, ``norm_b``,
       ``n_tensors`` (base tensors of that layer).
+    * with ``with_norms``, also ``norms`` -- indexed by model: ``total`` (||model - base||_2)
+      and one column per layer, from the diagonal of the same Gram matrices.
     """
     names = list(model_dirs)
     if len(names) < 1:
@@ -283,7 +286,15 @@ def pairwise_cosine(
     layers = pd.DataFrame(
         rows, columns=["layer", "model_a", "model_b", "cosine", "dot", "norm_a", "norm_b", "n_tensors"]
     )
-    return cos, layers
+    if not with_norms:
+        return cos, layers
+    ordered = sorted(grams, key=_layer_sort_key)
+    norms = pd.DataFrame(
+        {layer: np.sqrt(np.clip(np.diag(grams[layer]), 0.0, None)) for layer in ordered},
+        index=pd.Index(names, name="model"),
+    )
+    norms.insert(0, "total", np.sqrt(np.clip(np.diag(total), 0.0, None)))
+    return cos, layers, norms
 
 
 def layer_sign_counts(layers: pd.DataFrame, *, tol: float = 1e-6) -> pd.DataFrame:

@@ -6,8 +6,10 @@ alone: no model is downloaded or read.
 
 from __future__ import annotations
 
+import math
 import os
 import re
+from itertools import product
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -74,6 +76,19 @@ class Merge:
     params: Mapping[str, Any]
 
 
+@dataclass(frozen=True)
+class AblationPoint:
+    """One merge of a hyperparameter sweep: a grid point applied to one subset."""
+
+    ablation: str
+    base: str
+    merge_id: str
+    n: int
+    subset_id: str
+    point: Mapping[str, Any]  # the swept parameters' values
+    params: Mapping[str, Any]  # all parameters of the merge
+
+
 @dataclass
 class Base:
     name: str
@@ -81,6 +96,8 @@ class Base:
     experts: dict[str, Checkpoint]
     subsets: list[Subset] = field(default_factory=list)
     merges: dict[str, Merge] = field(default_factory=dict)
+    # merges only the ablations need (sweep points equal to a main method share its merge)
+    ablation_merges: dict[str, Merge] = field(default_factory=dict)
 
     @property
     def model_ids(self) -> list[str]:
@@ -100,13 +117,13 @@ def _checkpoint(name: str, spec: Any, key: str) -> Checkpoint:
     raise ConfigError(f"{key}: expected a source string or a mapping with 'source', got {spec!r}")
 
 
-def _sizes(raw: list[Any], pool: int, base: str) -> list[int]:
+def _sizes(raw: list[Any], pool: int, base: str, key: str = "subsets.sizes") -> list[int]:
     sizes: set[int] = set()
     for s in raw:
         n = pool if s == "all" else int(s)
         if n > pool:
             raise ConfigError(
-                f"subsets.sizes: n={n} is larger than the {pool} experts of base '{base}'; "
+                f"{key}: n={n} is larger than the {pool} experts of base '{base}'; "
                 f"drop it or use 'all'"
             )
         if n >= 2:
@@ -157,8 +174,44 @@ class Study:
                     mid = merge_id(model.identity, s, mspec["method"], mspec["params"])
                     base.merges[mid] = Merge(bname, mid, s, mname, mspec["method"], mspec["params"])
             self.bases[bname] = base
+        self.ablations: dict[str, list[AblationPoint]] = {
+            name: self._ablation(name, spec) for name, spec in (config.get("ablations") or {}).items()
+        }
+
+    def _ablation(self, name: str, spec: Mapping[str, Any]) -> list[AblationPoint]:
+        """Expand one sweep (Appendix C): every grid point on the subsets of the given sizes.
+
+        Sizes default to ``all`` (the whole pool, as in the paper); other sizes reuse the
+        study's subsets of that n (or draw ``subsets.per_size`` of them with the same seed).
+        """
+        key = f"ablations.{name}"
+        grid = dict(spec["grid"])
+        fixed = dict(spec.get("params") or {})
+        clash = sorted(set(grid) & set(fixed))
+        if clash:
+            raise ConfigError(f"{key}: {clash} both fixed under params and swept under grid")
+        points = [dict(zip(grid, values)) for values in product(*grid.values())]
+        out: list[AblationPoint] = []
+        for bname, base in self.bases.items():
+            pool = {e: c.identity for e, c in base.experts.items()}
+            for n in _sizes(spec.get("sizes") or ["all"], len(pool), bname, key=f"{key}.sizes"):
+                subsets = [s for s in base.subsets if s.n == n] or draw_subsets(
+                    bname, pool, n, min(self.per_size, math.comb(len(pool), n)), self.seed
+                )
+                for s in subsets:
+                    for point in points:
+                        params = {**fixed, **point}
+                        mid = merge_id(base.model.identity, s, spec["method"], params)
+                        if mid not in base.merges:
+                            base.ablation_merges[mid] = Merge(bname, mid, s, name, spec["method"], params)
+                        out.append(AblationPoint(name, bname, mid, n, s.subset_id, point, params))
+        return out
 
     # ---- lookups used by the rules -------------------------------------------------
+    def ablation_merge_ids(self, name: str) -> list[tuple[str, str]]:
+        """(base, merge id) of every merge a sweep needs, each once, in order."""
+        return list(dict.fromkeys((p.base, p.merge_id) for p in self.ablations[name]))
+
     @property
     def benchmark_names(self) -> list[str]:
         return [b["name"] for b in self.benchmarks]
@@ -204,8 +257,9 @@ class Study:
         return [f for b in self.bases.values() for m in b.model_ids for f in self.score_files(b.name, m)]
 
     def merge(self, base: str, mid: str) -> Merge:
+        b = self.bases[base]
         try:
-            return self.bases[base].merges[mid]
+            return b.merges[mid] if mid in b.merges else b.ablation_merges[mid]
         except KeyError:
             raise ConfigError(f"merge {mid} of base '{base}' is not part of this config") from None
 
@@ -224,6 +278,10 @@ def check_study(study: Study, config: Mapping[str, Any]) -> None:
 
     for name, spec in study.methods.items():
         check_method(f"methods.{name}", spec["method"], spec["params"])
+    for name, points in study.ablations.items():
+        method = config["ablations"][name]["method"]
+        for params in {stable_hash(p.params): p.params for p in points}.values():
+            check_method(f"ablations.{name}", method, params)
     include = (config.get("evaluation") or {}).get("include_path")
     local: list[str] = []
     if include == "demo":

@@ -1,0 +1,31 @@
+# Hyperparameter sweeps (paper Appendix C): their merges and evaluations come from the
+# merge/evaluate rules; here each sweep becomes a CSV and two figures.
+
+
+rule ablation:
+    input:
+        scores=ablation_score_files,
+        manifests=ablation_manifests,
+    output:
+        table=results("ablations/{ablation}.csv"),
+        accuracy=report(
+            results("figures/ablation_{ablation}_accuracy.png"),
+            caption="../report/ablation.rst",
+            category="Ablations",
+        ),
+        norm=report(
+            results("figures/ablation_{ablation}_l2norm.png"),
+            caption="../report/ablation_norm.rst",
+            category="Ablations",
+        ),
+    log:
+        results("logs/ablation/{ablation}.log"),
+    params:
+        points=lambda wc: [dataclasses.asdict(p) for p in STUDY.ablations[wc.ablation]],
+        grid=lambda wc: list(config["ablations"][wc.ablation]["grid"]),
+        method=lambda wc: config["ablations"][wc.ablation]["method"],
+        fixed=lambda wc: config["ablations"][wc.ablation].get("params") or {},
+    conda:
+        "../envs/wildmerge.yaml"
+    script:
+        "../scripts/ablation.py"
