@@ -25,6 +25,7 @@ include: "rules/merge.smk"
 include: "rules/evaluate.smk"
 include: "rules/aggregate.smk"
 include: "rules/ablations.smk"
+include: "rules/homogeneous.smk"
 
 
 localrules:
@@ -32,6 +33,7 @@ localrules:
     collect_scores,
     tables,
     figures,
+    homogeneous,
 
 
 rule all:

@@ -23,7 +23,7 @@ rule tables:
         results("scores.csv"),
     output:
         report(
-            expand(results("tables/{table}.{ext}"), table=TABLE_NAMES, ext=["md", "csv"]),
+            expand(results("tables/{table}.{ext}"), table=TABLE_NAMES + ["paired"], ext=["md", "csv"]),
             caption="../report/tables.rst",
             category="Tables",
         ),

@@ -44,6 +44,7 @@ wildcard_constraints:
     expert="[A-Za-z0-9][A-Za-z0-9_.-]*",
     bench="[^/]+",
     ablation="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    suite="[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
 def results(path):
@@ -81,7 +82,7 @@ def merge_inputs(wildcards):
     b = STUDY.bases[wildcards.base]
     return {
         "base": b.model.path,
-        "experts": [b.experts[e].path for e in m.subset.members],
+        "experts": [STUDY.checkpoint(wildcards.base, f"expert-{e}").path for e in m.subset.members],
         "info": [f"{R}/checkpoints/{wildcards.base}/base.json"]
         + [f"{R}/checkpoints/{wildcards.base}/expert-{e}.json" for e in m.subset.members],
     }
@@ -160,4 +161,6 @@ def final_outputs():
     out += [f"{R}/figures/{f}_{b}.png" for b in STUDY.bases for f in ("cosine", "layer_signs")]
     out += [f"{R}/tables/{t}.md" for t in TABLE_NAMES]
     out += [f"{R}/figures/ablation_{a}_{s}.png" for a in STUDY.ablations for s in ("accuracy", "l2norm")]
+    if STUDY.suite_evals:
+        out += [f"{R}/figures/homogeneous.png", f"{R}/tables/homogeneous.csv"]
     return sorted(set(out))

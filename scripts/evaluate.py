@@ -9,7 +9,10 @@ log = setup_logging(smk)
 limit_threads(smk)
 p = smk.params
 info = read_json(smk.input.info)
-out_files = {b["name"]: f for b, f in zip(p.benchmarks, smk.output)}
+if hasattr(smk.output, "suite_dir"):  # a benchmark suite: one JSON per benchmark in a folder
+    out_files = {b["name"]: f"{smk.output.suite_dir}/{b['name']}.json" for b in p.benchmarks}
+else:
+    out_files = {b["name"]: f for b, f in zip(p.benchmarks, smk.output)}
 provenance = {**p.spec["identity"]}
 if p.spec["identity"]["role"] == "merged":
     provenance["merge"] = info

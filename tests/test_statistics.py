@@ -30,8 +30,8 @@ CI_COLUMNS = ["pct_better_lo", "pct_better_hi", "mean_gain_lo", "mean_gain_hi"]
 def _model(base, model_id, role, method, n, subset_id, avg):
     """Two benchmarks that both score exactly ``avg`` points (no float noise in the average)."""
     return [
-        dict(base=base, model_id=model_id, role=role, method=method, n=n, subset_id=subset_id,
-             members="", benchmark=b, metric="acc", value=avg / 100, stderr=0.01)
+        {"base": base, "model_id": model_id, "role": role, "method": method, "n": n, "subset_id": subset_id,
+         "members": "", "benchmark": b, "metric": "acc", "value": avg / 100, "stderr": 0.01}
         for b in ["bx", "by"]
     ]
 
@@ -224,7 +224,7 @@ def test_ci_markdown():
     t = table_vs_base(frame(50.0, [50.0, 52.0], merged), ["ta"])
     lines = to_markdown(t, ci=True).strip().splitlines()
     assert lines[0] == to_markdown(t).splitlines()[0]  # same layout
-    assert lines[2] == "| b1 | TA | 50.0 | [0, 100] / [-1.00, +1.00] | [100, 100] / [+1.00, +1.00] | – |"
+    assert lines[2] == "| b1 | TA | 50.0 | [0, 100] / [+0.00, +2.00] | [100, 100] / [+1.00, +1.00] | – |"
     with pytest.raises(ValueError, match="CI"):
         to_markdown(t.drop(columns=CI_COLUMNS), ci=True)
 
@@ -274,8 +274,8 @@ def test_paired_uses_the_intersection_of_subsets():
     assert (bc.n_a_better, bc.n_b_better, bc.n_ties) == (1, 4, 1)
     assert bc.pct_a_better == pytest.approx(100 / 6)
     assert bc.sign_p == pytest.approx(2 * (1 + 5) / 32)  # ties dropped: 1 vs 4 of 5
-    ac = _pair(t, "b1", 2, "A", "C")  # A - C on s0..s5 = 0.1, 2.2, -0.2, -0.1, -0.5, -1.4
-    assert ac.k == 6 and ac.mean_diff == pytest.approx((0.1 + 2.2 - 0.2 - 0.1 - 0.5 - 1.4) / 6)
+    ac = _pair(t, "b1", 2, "A", "C")  # A - C on s0..s5 = 0.1, 1.2, -0.2, -0.1, -0.5, -1.4
+    assert ac.k == 6 and ac.mean_diff == pytest.approx((0.1 + 1.2 - 0.2 - 0.1 - 0.5 - 1.4) / 6)
     assert (ac.n_a_better, ac.n_b_better) == (2, 4)
     # disjoint subsets: a row with k = 0 and no statistics
     none = _pair(t, "b2", 2, "A", "B")

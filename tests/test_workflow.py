@@ -218,3 +218,29 @@ def test_ablation_sweeps_on_the_demo(demo_run, tmp_path):
             assert (res / "figures" / f"ablation_{a}_{kind}.png").stat().st_size > 10_000
     # the sweeps never leak into the main tables
     assert set(pd.read_csv(res / "scores.csv").method.dropna()) <= set(cfg["methods"]) | {""}
+
+
+def test_homogeneous_vs_heterogeneous_merges_on_the_demo(demo_run, tmp_path):
+    """Appendix E as config: two expert groups, each merged alone and together, scored on the
+    groups' own benchmark suites; nothing of the main study reruns."""
+    work = tmp_path / "work"
+    shutil.copytree(demo_run, work, symlinks=True)
+    configs = [REPO / "config.yaml", REPO / "config" / "homogeneous-demo.yaml"]
+    jobs = dry_run_jobs(work, config=configs)
+    # per method (3): the memory group, the reasoning group, and all 6 experts together
+    assert jobs["merge"] == 3 * 3
+    # base on 2 suites, 3 + 3 experts on their suite, 3 x (group merge + all-merge on 2 suites)
+    assert jobs["evaluate_suite"] == 2 + 6 + 3 * (2 + 2)
+    assert "evaluate" not in jobs and jobs["demo_expert"] == 1  # copy_count, outside the main pool
+
+    smk(work, "--cores", "2", config=configs)
+    res = work / "results" / "demo"
+    table = pd.read_csv(res / "tables" / "homogeneous.csv")
+    assert len(table) == 2 * 3
+    assert set(table.suite) == {"memory", "reasoning"} and set(table.method) == {"ta", "ties", "iso_c"}
+    assert (table.n_group == 3).all() and (table.n_all == 6).all()
+    assert table[["group_merge", "all_merge", "base_model", "experts_mean"]].apply(lambda c: c.between(0, 100)).all().all()
+    suite = json.loads(next((res / "homogeneous/scores/tiny-llama/memory/base").glob("*.json")).read_text())
+    assert suite["benchmark"] in {"demo_facts", "demo_antonym"} and suite["role"] == "base"
+    assert (res / "figures" / "homogeneous.png").stat().st_size > 10_000
+    assert not any((res / "models").glob("*/m-*"))  # the homogeneous merges were temporary too

@@ -359,7 +359,7 @@ def _group_row(
     boot: Bootstrap,
 ) -> tuple[dict, _Replicates]:
     gains = accs - ref_acc
-    k = int(len(accs))
+    k = len(accs)
     n_better = int((gains > _EPS).sum())
     reps: _Replicates = None
     if k >= 2 and boot.n_boot > 0:
@@ -521,7 +521,7 @@ def _paired_row(
     base: str, n: int, a: str, b: str, acc_a: np.ndarray, acc_b: np.ndarray, k_a: int, k_b: int, boot: Bootstrap
 ) -> dict:
     diffs = acc_a - acc_b
-    k = int(len(diffs))
+    k = len(diffs)
     n_a, n_b = int((diffs > _EPS).sum()), int((diffs < -_EPS).sum())
     nan = float("nan")
     ci = _nan_ci("mean_diff")

@@ -414,3 +414,38 @@ def plot_ablation_norm(table: pd.DataFrame, hue: str, out_png: str | Path, title
         ax.set_ylabel("average accuracy (%)")
         ax.legend(fontsize="x-small", ncol=2 if len(levels) * len(mlevels) > 6 else 1)
     return _save(fig, out_png)
+
+
+# --------------------------------------------------------------------------- homogeneous
+
+
+def plot_homogeneous(table: pd.DataFrame, out_png: str | Path) -> Path:
+    """Per base and suite: merge of the suite's expert group alone vs. merge of all groups,
+    per method (grouped bars); base model dashed, the group's experts' mean dotted (Figs. 27-28)."""
+    _theme()
+    panels = list(dict.fromkeys(zip(table["base"], table["suite"])))
+    ncols, nrows = _grid(len(panels), max_cols=3)
+    fig = Figure(figsize=(5.4 * ncols, 3.9 * nrows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    colors = sns.color_palette("tab10", n_colors=3)
+    for (base, suite), ax in zip(panels, axes):
+        part = table[(table["base"] == base) & (table["suite"] == suite)]
+        methods = _methods(part["method"])
+        part = part.set_index("method").loc[methods]
+        xs = np.arange(len(methods))
+        ax.bar(xs - 0.2, part["group_merge"], width=0.4, color=colors[0],
+               label=f"merge of the {suite} group (n={int(part['n_group'].iloc[0])})")
+        ax.bar(xs + 0.2, part["all_merge"], width=0.4, color=colors[1],
+               label=f"merge of all groups (n={int(part['n_all'].iloc[0])})")
+        ax.axhline(part["base_model"].iloc[0], label="base model", **BASE_STYLE)
+        ax.axhline(part["experts_mean"].iloc[0], label=f"{suite} experts (mean)", **BEST_STYLE)
+        ax.set_xticks(xs, [method_label(m) for m in methods], rotation=30, ha="right")
+        ax.set_title(f"{base}: {suite} suite ({int(part['n_benchmarks'].iloc[0])} benchmarks)")
+        ax.set_ylabel("average accuracy (%)")
+        lo = min(part[["group_merge", "all_merge", "base_model", "experts_mean"]].min())
+        ax.set_ylim(max(0.0, lo - 10.0), None)
+        ax.legend(fontsize="x-small")
+    fig.suptitle("Homogeneous vs. heterogeneous merges")
+    return _save(fig, out_png)

@@ -98,10 +98,24 @@ class Base:
     merges: dict[str, Merge] = field(default_factory=dict)
     # merges only the ablations need (sweep points equal to a main method share its merge)
     ablation_merges: dict[str, Merge] = field(default_factory=dict)
+    # homogeneous-merge experiments (Appendix E): their experts outside the main pool, merges
+    group_experts: dict[str, Checkpoint] = field(default_factory=dict)
+    homogeneous_merges: dict[str, Merge] = field(default_factory=dict)
 
     @property
     def model_ids(self) -> list[str]:
         return ["base"] + [f"expert-{e}" for e in sorted(self.experts)] + sorted(self.merges)
+
+
+@dataclass(frozen=True)
+class SuiteEval:
+    """One model scored on one group's benchmark suite (homogeneous vs. heterogeneous merges)."""
+
+    base: str
+    suite: str  # the expert group whose benchmarks are used
+    model_id: str  # "base", "expert-<name>" or a merge id
+    kind: str  # "base" | "expert" | "group" (merge of the suite's group) | "all" (every group)
+    method: str = ""
 
 
 def _checkpoint(name: str, spec: Any, key: str) -> Checkpoint:
@@ -177,6 +191,54 @@ class Study:
         self.ablations: dict[str, list[AblationPoint]] = {
             name: self._ablation(name, spec) for name, spec in (config.get("ablations") or {}).items()
         }
+        self.suites: dict[tuple[str, str], list[str]] = {}  # (base, group) -> benchmarks
+        self.suite_evals: list[SuiteEval] = []
+        for bname, spec in (config.get("homogeneous") or {}).items():
+            self._homogeneous(bname, spec)
+
+    def _homogeneous(self, bname: str, spec: Mapping[str, Any]) -> None:
+        """Appendix E: merge each named expert group alone and all groups together, and score
+        every merge (and the base, and each group's experts) on the groups' benchmark suites."""
+        key = f"homogeneous.{bname}"
+        if bname not in self.bases:
+            raise ConfigError(f"{key}: no base '{bname}' under bases")
+        base = self.bases[bname]
+        methods = list(spec.get("methods") or self.methods)
+        unknown = [m for m in methods if m not in self.methods]
+        if unknown:
+            raise ConfigError(f"{key}.methods: {unknown} are not under methods ({list(self.methods)})")
+        members: dict[str, list[str]] = {}
+        for group, gspec in spec["groups"].items():
+            members[group] = []
+            for name, src in gspec["experts"].items():
+                ck = _checkpoint(name, src, f"{key}.groups.{group}.experts.{name}")
+                known = base.experts.get(name) or base.group_experts.get(name)
+                if known is not None and known.identity != ck.identity:
+                    raise ConfigError(
+                        f"{key}.groups.{group}.experts.{name}: the name '{name}' is already used for "
+                        f"{known.identity}; give this checkpoint another name"
+                    )
+                if name not in base.experts:
+                    base.group_experts[name] = ck
+                members[group].append(name)
+            self.suites[(bname, group)] = list(gspec["benchmarks"])
+
+        def subset(names: list[str]) -> Subset:
+            names = sorted(set(names))
+            ident = tuple(self.checkpoint(bname, f"expert-{e}").identity for e in names)
+            return Subset(base=bname, n=len(names), members=tuple(names), identities=ident)
+
+        everything = subset([e for g in members.values() for e in g])
+        for group, names in members.items():
+            self.suite_evals.append(SuiteEval(bname, group, "base", "base"))
+            self.suite_evals += [SuiteEval(bname, group, f"expert-{e}", "expert") for e in sorted(names)]
+            for kind, sub in (("group", subset(names)), ("all", everything)):
+                for mname in methods:
+                    m = self.methods[mname]
+                    mid = merge_id(base.model.identity, sub, m["method"], m["params"])
+                    if mid not in base.merges:
+                        base.homogeneous_merges[mid] = Merge(bname, mid, sub, mname, m["method"], m["params"])
+                    self.suite_evals.append(SuiteEval(bname, group, mid, kind, mname))
 
     def _ablation(self, name: str, spec: Mapping[str, Any]) -> list[AblationPoint]:
         """Expand one sweep (Appendix C): every grid point on the subsets of the given sizes.
@@ -221,7 +283,8 @@ class Study:
         b = self.bases[base]
         if model == "base":
             return b.model
-        return b.experts[model.removeprefix("expert-")]
+        name = model.removeprefix("expert-")
+        return b.experts[name] if name in b.experts else b.group_experts[name]
 
     def model_dir(self, base: str, model: str) -> str:
         if model.startswith("m-"):
@@ -233,6 +296,7 @@ class Study:
         for b in self.bases.values():
             out.append(b.model)
             out.extend(b.experts.values())
+            out.extend(b.group_experts.values())
         return out
 
     def hub_checkpoints(self) -> dict[str, Checkpoint]:
@@ -258,10 +322,10 @@ class Study:
 
     def merge(self, base: str, mid: str) -> Merge:
         b = self.bases[base]
-        try:
-            return b.merges[mid] if mid in b.merges else b.ablation_merges[mid]
-        except KeyError:
-            raise ConfigError(f"merge {mid} of base '{base}' is not part of this config") from None
+        for merges in (b.merges, b.ablation_merges, b.homogeneous_merges):
+            if mid in merges:
+                return merges[mid]
+        raise ConfigError(f"merge {mid} of base '{base}' is not part of this config")
 
     def fingerprint(self) -> str:
         return stable_hash(self.config)
@@ -288,10 +352,12 @@ def check_study(study: Study, config: Mapping[str, Any]) -> None:
         from wildmerge.demo import GROUP, TASKS
 
         local, include = [*TASKS, GROUP], None
-    missing = unknown_benchmarks(study.benchmark_names, include, local)
+    suite_benchmarks = [b for names in study.suites.values() for b in names]
+    missing = unknown_benchmarks(list(dict.fromkeys(study.benchmark_names + suite_benchmarks)), include, local)
     if missing:
         raise ConfigError(
-            f"evaluation.benchmarks: lm-eval has no task {missing}"
+            f"evaluation.benchmarks{' / homogeneous.*.benchmarks' if suite_benchmarks else ''}: "
+            f"lm-eval has no task {missing}"
             + (f" (searched its built-in tasks and include_path={include})" if include else
                " (searched its built-in tasks; set evaluation.include_path for your own task YAMLs)")
         )

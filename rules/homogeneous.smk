@@ -1,0 +1,52 @@
+# Homogeneous vs. heterogeneous merges (paper Appendix E): named expert groups, each merged
+# alone and all together (merges come from the merge rule), scored on the groups' suites.
+
+
+rule evaluate_suite:
+    input:
+        unpack(eval_inputs),
+    output:
+        suite_dir=directory(results("homogeneous/scores/{base}/{suite}/{model}")),
+    log:
+        results("logs/evaluate_suite/{base}/{suite}/{model}.log"),
+    benchmark:
+        results("benchmarks/evaluate_suite/{base}/{suite}/{model}.tsv")
+    params:
+        spec=eval_params,
+        benchmarks=lambda wc: [{"name": b} for b in STUDY.suites[(wc.base, wc.suite)]],
+        include_path=include_path(),
+        batch_size=EVAL_CFG.get("batch_size", 32),
+        device=EVAL_CFG.get("device", "cpu"),
+        dtype=EVAL_CFG.get("dtype", "float32"),
+        seed=EVAL_CFG.get("seed", 1234),
+        limit=EVAL_CFG.get("limit"),
+    threads: 1
+    resources:
+        **rule_resources("evaluate", gpu=1),
+    retries: 1
+    group:
+        "merge_eval"
+    conda:
+        "../envs/wildmerge.yaml"
+    script:
+        "../scripts/evaluate.py"
+
+
+rule homogeneous:
+    input:
+        [results(f"homogeneous/scores/{e.base}/{e.suite}/{e.model_id}") for e in STUDY.suite_evals],
+    output:
+        table=results("tables/homogeneous.csv"),
+        figure=report(
+            results("figures/homogeneous.png"),
+            caption="../report/homogeneous.rst",
+            category="Figures",
+        ),
+    log:
+        results("logs/homogeneous.log"),
+    params:
+        evals=[dataclasses.asdict(e) for e in STUDY.suite_evals],
+    conda:
+        "../envs/wildmerge.yaml"
+    script:
+        "../scripts/homogeneous.py"
