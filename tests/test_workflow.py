@@ -40,6 +40,8 @@ def test_unknown_config_key_is_named(tmp_path):
         (lambda c: c["methods"]["ties"]["params"].update(densty=0.1), "methods.ties: Unknown parameter(s) 'densty'"),
         (lambda c: c["methods"]["ta_sb"]["params"].update(beta=1.5), "methods.ta_sb: Invalid value 1.5 for parameter 'beta'"),
         (lambda c: c["evaluation"]["benchmarks"].append("demo_nonexistent"), "evaluation.benchmarks: lm-eval has no task ['demo_nonexistent']"),
+        (lambda c: c["methods"].update(slerp={"method": "slerp", "params": {"t": 0.5}}), "methods.slerp: 'slerp' cannot merge n=2 experts"),
+        (lambda c: c["methods"].update(della={"method": "della", "params": {"density": "dense"}}), "methods.della: Invalid value 'dense' for parameter 'density'"),
     ],
 )
 def test_invalid_config_fails_at_dag_build_naming_the_key(tmp_path, change, named):
@@ -48,6 +50,24 @@ def test_invalid_config_fails_at_dag_build_naming_the_key(tmp_path, change, name
     proc = smk(tmp_path, "-n", config=write_config(tmp_path / "bad.yaml", cfg), check=False)
     assert proc.returncode != 0
     assert named in proc.stdout + proc.stderr
+
+
+def test_any_mergekit_method_by_name(tmp_path):
+    """Beyond the paper's seven: mergekit's DARE, DELLA, Breadcrumbs, ... by name, with their
+    parameters checked at DAG build (SLERP-family only where the subset sizes allow it)."""
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["methods"] = {
+        "dare_ties": {"method": "dare_ties", "params": {"density": 0.5, "lambda": 1.0}},
+        "della": {"method": "della", "params": {"density": 0.5, "epsilon": 0.1}},
+        "breadcrumbs": {"method": "breadcrumbs", "params": {"density": 0.9, "gamma": 0.01}},
+        "nuslerp": {"method": "nuslerp", "params": {}},
+    }
+    cfg["subsets"]["sizes"] = [2]
+    proc = smk(tmp_path, "-n", config=write_config(tmp_path / "m.yaml", cfg), check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cfg["subsets"]["sizes"] = [2, 4]  # nuslerp takes exactly two models
+    proc = smk(tmp_path, "-n", config=write_config(tmp_path / "m.yaml", cfg), check=False)
+    assert proc.returncode != 0 and "methods.nuslerp: 'nuslerp' cannot merge n=4" in proc.stdout + proc.stderr
 
 
 def test_configfile_replaces_the_default_config(tmp_path):

@@ -70,16 +70,27 @@ def _get_method(name: str):
     return merge_methods.get(name)
 
 
-def check_method(key: str, method: str, params: Mapping[str, Any] | None) -> None:
-    """Validate a configured method and its parameters against mergekit's own spec.
+def check_method(key: str, method: str, params: Mapping[str, Any] | None, sizes: Sequence[int] = ()) -> None:
+    """Validate a configured method and its parameters against mergekit's own spec, and that
+    it can merge ``n`` experts into the base for every ``n`` in ``sizes`` (e.g. SLERP-family
+    methods take exactly two models, Model Stock at least three).
 
     ``key`` is the config path (``methods.<name>``) named in the error, so a bad entry
     fails the workflow at DAG build instead of in a merge job hours later.
     """
     try:
-        _validate_params(_get_method(method), dict(params or {}))
+        method_obj = _get_method(method)
+        _validate_params(method_obj, dict(params or {}))
     except ValueError as error:
         raise ValueError(f"{key}: {error}") from None
+    for n in sorted(set(sizes)):
+        try:
+            method_obj.validate_inputs(["base", *(f"expert{i}" for i in range(n))], "base")
+        except ValueError as error:
+            raise ValueError(
+                f"{key}: {method!r} cannot merge n={n} experts into the base ({error}); "
+                f"use it only with subset sizes it accepts"
+            ) from None
 
 
 def _type_name(value_type: Any) -> str:

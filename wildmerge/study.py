@@ -340,12 +340,20 @@ def check_study(study: Study, config: Mapping[str, Any]) -> None:
     from wildmerge.evaluation import unknown_benchmarks
     from wildmerge.merging import check_method
 
-    for name, spec in study.methods.items():
+    sizes: dict[tuple[str, str, str], set[int]] = {}  # (config key, method, params hash) -> n
+    params_of: dict[str, Mapping[str, Any]] = {}
+    for b in study.bases.values():
+        for key, merges in ((lambda m: f"methods.{m.method}", b.merges),
+                            (lambda m: f"ablations.{m.method}", b.ablation_merges),
+                            (lambda m: f"homogeneous.{b.name} (method {m.method})", b.homogeneous_merges)):
+            for m in merges.values():
+                h = stable_hash(dict(m.params))
+                params_of[h] = m.params
+                sizes.setdefault((key(m), m.mergekit_method, h), set()).add(m.subset.n)
+    for name, spec in study.methods.items():  # also methods no subset uses
         check_method(f"methods.{name}", spec["method"], spec["params"])
-    for name, points in study.ablations.items():
-        method = config["ablations"][name]["method"]
-        for params in {stable_hash(p.params): p.params for p in points}.values():
-            check_method(f"ablations.{name}", method, params)
+    for (key, method, h), ns in sizes.items():
+        check_method(key, method, params_of[h], sorted(ns))
     include = (config.get("evaluation") or {}).get("include_path")
     local: list[str] = []
     if include == "demo":
