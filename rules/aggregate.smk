@@ -48,7 +48,7 @@ rule figures:
             category="Figures",
         ),
         taskwise=report(
-            results("figures/taskwise.png"),
+            expand(results("figures/taskwise_{base}.png"), base=list(STUDY.bases)),
             caption="../report/taskwise.rst",
             category="Figures",
         ),
@@ -59,6 +59,8 @@ rule figures:
         ),
     log:
         results("logs/figures.log"),
+    params:
+        bases=list(STUDY.bases),
     conda:
         "../envs/wildmerge.yaml"
     script:

@@ -155,10 +155,9 @@ def final_outputs():
     out = [
         f"{R}/scores.csv",
         f"{R}/figures/accuracy_vs_n.png",
-        f"{R}/figures/taskwise.png",
         f"{R}/figures/norm_vs_n.png",
     ]
-    out += [f"{R}/figures/{f}_{b}.png" for b in STUDY.bases for f in ("cosine", "layer_signs")]
+    out += [f"{R}/figures/{f}_{b}.png" for b in STUDY.bases for f in ("cosine", "layer_signs", "taskwise")]
     out += [f"{R}/tables/{t}.md" for t in TABLE_NAMES]
     out += [f"{R}/figures/ablation_{a}_{s}.png" for a in STUDY.ablations for s in ("accuracy", "l2norm")]
     if STUDY.suite_evals:

@@ -107,7 +107,7 @@ def test_demo_outputs(demo_run):
     for name in ["table1", "table2", "table3"]:
         assert (results / "tables" / f"{name}.md").stat().st_size > 100
         assert (results / "tables" / f"{name}.csv").stat().st_size > 100
-    for fig in ["accuracy_vs_n", "taskwise", "norm_vs_n", "cosine_tiny-llama", "layer_signs_tiny-llama"]:
+    for fig in ["accuracy_vs_n", "taskwise_tiny-llama", "norm_vs_n", "cosine_tiny-llama", "layer_signs_tiny-llama"]:
         assert (results / "figures" / f"{fig}.png").stat().st_size > 10_000
     norms = pd.read_csv(results / "geometry" / "tiny-llama" / "task_vector_norms.csv", index_col=0)
     assert set(norms.index) == set(cfg["bases"]["tiny-llama"]["experts"]) and (norms["total"] > 0).all()
@@ -196,7 +196,8 @@ def test_report_bundles_captioned_tables_and_figures(demo_run):
     out = demo_run / "report.html"
     smk(demo_run, "--report", str(out))
     html = out.read_text()
-    for name in ["table1.md", "table2.md", "table3.md", "accuracy_vs_n.png", "norm_vs_n.png", "taskwise.png",
+    for name in ["table1.md", "table2.md", "table3.md", "paired.md", "accuracy_vs_n.png", "norm_vs_n.png",
+                 "taskwise_tiny-llama.png", "layer_signs_tiny-llama.png",
                  "cosine_tiny-llama.png"]:
         assert name in html, name
     # captions (report/*.rst) are rendered in
