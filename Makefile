@@ -3,6 +3,7 @@
 VENV ?= .venv
 PYTHON ?= python3
 CORES ?= 2
+ARGS ?=
 export HF_HUB_OFFLINE = 1
 export HF_DATASETS_OFFLINE = 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS = 1
@@ -20,7 +21,7 @@ $(VENV)/.installed: requirements.txt envs/constraints.txt pyproject.toml
 	touch $@
 
 run: setup
-	$(VENV)/bin/snakemake --cores $(CORES)
+	$(VENV)/bin/snakemake --cores $(CORES) $(ARGS)
 
 test: setup
 	$(VENV)/bin/pytest -v

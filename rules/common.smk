@@ -64,6 +64,18 @@ def rule_resources(rule_name, **defaults):
     return res
 
 
+def eval_settings():
+    """lm-eval settings shared by every evaluation rule (recorded in each score file)."""
+    return {
+        "include_path": include_path(),
+        "batch_size": EVAL_CFG.get("batch_size", 32),
+        "device": EVAL_CFG.get("device", "cpu"),
+        "dtype": EVAL_CFG.get("dtype", "float32"),
+        "seed": EVAL_CFG.get("seed", 1234),
+        "limit": EVAL_CFG.get("limit"),
+    }
+
+
 def include_path():
     """Directory of extra lm-eval task YAMLs, or None."""
     path = EVAL_CFG.get("include_path")

@@ -14,12 +14,7 @@ rule evaluate_suite:
     params:
         spec=eval_params,
         benchmarks=lambda wc: [{"name": b} for b in STUDY.suites[(wc.base, wc.suite)]],
-        include_path=include_path(),
-        batch_size=EVAL_CFG.get("batch_size", 32),
-        device=EVAL_CFG.get("device", "cpu"),
-        dtype=EVAL_CFG.get("dtype", "float32"),
-        seed=EVAL_CFG.get("seed", 1234),
-        limit=EVAL_CFG.get("limit"),
+        **eval_settings(),
     threads: 1
     resources:
         **rule_resources("evaluate", gpu=1),
