@@ -33,7 +33,7 @@ GNU_TIME = Path("/usr/bin/time")
 def gnu_time_works() -> bool:
     if not GNU_TIME.exists():
         return False
-    probe = subprocess.run([str(GNU_TIME), "-v", "true"], capture_output=True, text=True)
+    probe = subprocess.run([str(GNU_TIME), "-v", "true"], check=False, capture_output=True, text=True)
     return probe.returncode == 0 and "Maximum resident set size" in probe.stderr
 
 
@@ -49,7 +49,6 @@ def main() -> int:
     use_time = gnu_time_works()
     walls: list[float] = []
     rss_kb: list[int] = []
-    n_jobs = None
     for rep in range(args.repeats):
         work = Path(tempfile.mkdtemp(prefix="wildmerge-dryrun-"))
         cmd = [str(VENV_BIN / "snakemake"), "-n", "--quiet", "--snakefile", str(REPO / "Snakefile"),
@@ -59,9 +58,11 @@ def main() -> int:
             cmd = [str(GNU_TIME), "-v", "-o", str(timefile), *cmd]
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+        proc = subprocess.run(cmd, check=False, cwd=REPO, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         if proc.returncode:
+            shutil.rmtree(work, ignore_errors=True)
+            timefile.unlink(missing_ok=True)
             print(f"snakemake -n failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}",
                   file=sys.stderr)
             return 1
@@ -71,8 +72,6 @@ def main() -> int:
             timefile.unlink()
         else:  # max over all children so far: exact for the first run, a bound after
             rss_kb.append(max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
-        m = re.search(r"^total\s+(\d+)", proc.stdout + proc.stderr, re.M)
-        n_jobs = int(m.group(1)) if m else n_jobs
         walls.append(wall)
         print(f"  run {rep + 1}: {wall:6.2f} s, peak RSS {rss_kb[-1] / 1024:7.1f} MiB", flush=True)
         if args.keep:
@@ -83,8 +82,7 @@ def main() -> int:
     med = statistics.median(walls)
     print(f"\nsnakemake -n --configfile {args.configfile}: median {med:.2f} s over {args.repeats} "
           f"(min {min(walls):.2f}, max {max(walls):.2f}), peak RSS {max(rss_kb) / 1024:.1f} MiB "
-          f"({'/usr/bin/time -v' if use_time else 'getrusage'})"
-          + (f", {n_jobs} jobs in the DAG" if n_jobs else ""))
+          f"({'/usr/bin/time -v' if use_time else 'getrusage'})")
     print(f"goal: <= {GOAL_S:.0f} s: {'met' if med <= GOAL_S else 'NOT met'}")
     return 0
 

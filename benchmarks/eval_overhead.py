@@ -33,7 +33,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -93,7 +92,8 @@ def cpu_children() -> float:
 def run(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, float, str]:
     """Run ``cmd``; return (wall s, cpu s, stdout+stderr); raise on failure."""
     c0, t0 = cpu_children(), time.perf_counter()
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    proc = subprocess.run(cmd, check=False, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          cwd=REPO)
     wall, cpu = time.perf_counter() - t0, cpu_children() - c0
     log.write_text(proc.stdout)
     if proc.returncode:
