@@ -4,7 +4,7 @@
 
 rule ablation:
     input:
-        scores=ablation_score_files,
+        scores=ablation_score_dirs,
         manifests=ablation_manifests,
     output:
         table=results("ablations/{ablation}.csv"),
@@ -25,6 +25,7 @@ rule ablation:
         grid=lambda wc: list(config["ablations"][wc.ablation]["grid"]),
         method=lambda wc: config["ablations"][wc.ablation]["method"],
         fixed=lambda wc: config["ablations"][wc.ablation].get("params") or {},
+        benchmarks=BENCHMARKS,
     conda:
         "../envs/wildmerge.yaml"
     script:

@@ -3,7 +3,7 @@
 
 rule collect_scores:
     input:
-        scores=STUDY.all_score_files(),
+        scores=STUDY.all_score_dirs(),
         manifests=[
             f"{R}/manifests/{b.name}/{m}.json" for b in STUDY.bases.values() for m in b.merges
         ],
@@ -12,6 +12,8 @@ rule collect_scores:
         norms=results("norms.csv"),
     log:
         results("logs/collect_scores.log"),
+    params:
+        benchmarks=BENCHMARKS,
     conda:
         "../envs/wildmerge.yaml"
     script:

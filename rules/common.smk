@@ -151,12 +151,10 @@ def eval_params(wildcards):
     }
 
 
-def ablation_score_files(wildcards):
+def ablation_score_dirs(wildcards):
     pairs = STUDY.ablation_merge_ids(wildcards.ablation)
     bases = dict.fromkeys(b for b, _ in pairs)
-    return [f for b in bases for f in STUDY.score_files(b, "base")] + [
-        f for b, m in pairs for f in STUDY.score_files(b, m)
-    ]
+    return [STUDY.score_dir(b, "base") for b in bases] + [STUDY.score_dir(b, m) for b, m in pairs]
 
 
 def ablation_manifests(wildcards):

@@ -6,7 +6,7 @@ rule evaluate_suite:
     input:
         unpack(eval_inputs),
     output:
-        suite_dir=directory(results("homogeneous/scores/{base}/{suite}/{model}")),
+        scores=directory(results("homogeneous/scores/{base}/{suite}/{model}")),
     log:
         results("logs/evaluate_suite/{base}/{suite}/{model}.log"),
     benchmark:
@@ -16,6 +16,9 @@ rule evaluate_suite:
         benchmarks=lambda wc: [{"name": b} for b in STUDY.suites[(wc.base, wc.suite)]],
         **eval_settings(),
     threads: 1
+    # a ready evaluation goes before new merges, so a (temporary) merged model is scored and
+    # deleted before more are written: peak disk stays near (parallel jobs) x one model
+    priority: 10
     resources:
         **rule_resources("evaluate", gpu=1),
     retries: 1

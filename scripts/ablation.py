@@ -1,13 +1,15 @@
 """One hyperparameter sweep -> ablations/<name>.csv, accuracy-vs-parameter and -vs-L2-norm figures."""
 
 from wildmerge.ablations import ablation_table
+from wildmerge.collect import score_files
 from wildmerge.figures import plot_ablation, plot_ablation_norm
 from wildmerge.smk import setup_logging
 
 smk = snakemake  # noqa: F821
 log = setup_logging(smk)
 name, grid = smk.wildcards.ablation, list(smk.params.grid)
-table = ablation_table(name, smk.params.points, smk.input.scores, smk.input.manifests)
+files = score_files(smk.input.scores, smk.params.benchmarks)
+table = ablation_table(name, smk.params.points, files, smk.input.manifests)
 table.to_csv(smk.output.table, index=False)
 x, hue = grid[0], (grid[1] if len(grid) > 1 else None)
 title = f"{name}: {smk.params.method} {dict(smk.params.fixed) or ''}".strip()

@@ -9,10 +9,7 @@ log = setup_logging(smk)
 limit_threads(smk)
 p = smk.params
 info = read_json(smk.input.info)
-if hasattr(smk.output, "suite_dir"):  # a benchmark suite: one JSON per benchmark in a folder
-    out_files = {b["name"]: f"{smk.output.suite_dir}/{b['name']}.json" for b in p.benchmarks}
-else:
-    out_files = {b["name"]: f for b, f in zip(p.benchmarks, smk.output)}
+out_files = {b["name"]: f"{smk.output.scores}/{b['name']}.json" for b in p.benchmarks}
 provenance = {**p.spec["identity"]}
 if p.spec["identity"]["role"] == "merged":
     provenance["merge"] = info

@@ -40,7 +40,7 @@ def test_sigkill_mid_write_is_not_accepted_as_complete(demo_run, tmp_path, stage
     shutil.copytree(demo_run / "resources", tmp_path / "resources")
     mid = _first_merge()
     scores = tmp_path / "results/demo/scores/tiny-llama" / mid
-    target = f"results/demo/scores/tiny-llama/{mid}/demo_arith.json"
+    target = f"results/demo/scores/tiny-llama/{mid}"
     cmd = SNAKEMAKE + ["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
                        "--configfile", str(REPO / "config.yaml"), "--cores", "1", target]
     proc = subprocess.Popen(cmd, env={**os.environ, **OFFLINE}, stdout=subprocess.DEVNULL,

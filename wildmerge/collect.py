@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import pandas as pd
 
@@ -14,6 +14,19 @@ SCORE_COLUMNS = [
     "benchmark", "metric", "value", "stderr", "model_sha256",
 ]
 NORM_COLUMNS = ["base", "model_id", "method", "n", "subset_id", "members", "l2_norm"]
+
+
+def score_files(dirs: Iterable[str | Path], benchmarks: Sequence[str]) -> list[Path]:
+    """The ``<benchmark>.json`` of every benchmark in every model's score folder, in order;
+    a missing one is an error naming the folder (never averaged over fewer benchmarks)."""
+    out: list[Path] = []
+    for d in map(Path, dirs):
+        files = [d / f"{b}.json" for b in benchmarks]
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{d}: no score file {missing}; rerun its evaluation")
+        out += files
+    return out
 
 
 def collect_scores(paths: Iterable[str | Path]) -> pd.DataFrame:

@@ -178,8 +178,9 @@ def task_vector_norm(base_dir: str | Path, model_dir: str | Path, *, chunk_elems
             if not _usable(base, model, name, binfo, str(model_dir), warned):
                 continue
             for start, stop in _row_blocks(binfo[1], chunk_elems):
-                d = model.block(name, start, stop) - base.block(name, start, stop)
-                total += float(torch.sum(d * d, dtype=torch.float64)) if d.numel() else 0.0
+                d = torch.sub(model.block(name, start, stop), base.block(name, start, stop))
+                if d.numel():  # one temporary: square in place, float32 pairwise sum, float64 total
+                    total += float(d.square_().sum())
                 del d
             used += 1
         extra = sorted(set(model.files) - set(base.files))

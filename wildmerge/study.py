@@ -314,11 +314,12 @@ class Study:
     def uses_demo(self) -> bool:
         return any(c.kind == "demo" for c in self.all_checkpoints())
 
-    def score_files(self, base: str, model: str) -> list[str]:
-        return [f"{self.results}/scores/{base}/{model}/{t}.json" for t in self.benchmark_names]
+    def score_dir(self, base: str, model: str) -> str:
+        """Folder of a model's score files, one ``<benchmark>.json`` per benchmark."""
+        return f"{self.results}/scores/{base}/{model}"
 
-    def all_score_files(self) -> list[str]:
-        return [f for b in self.bases.values() for m in b.model_ids for f in self.score_files(b.name, m)]
+    def all_score_dirs(self) -> list[str]:
+        return [self.score_dir(b.name, m) for b in self.bases.values() for m in b.model_ids]
 
     def merge(self, base: str, mid: str) -> Merge:
         b = self.bases[base]
@@ -337,9 +338,6 @@ def check_study(study: Study, config: Mapping[str, Any]) -> None:
 
     Raises ValueError naming the config key; run at DAG build, before any job.
     """
-    from wildmerge.evaluation import unknown_benchmarks
-    from wildmerge.merging import check_method
-
     sizes: dict[tuple[str, str, str], set[int]] = {}  # (config key, method, params hash) -> n
     params_of: dict[str, Mapping[str, Any]] = {}
     for b in study.bases.values():
@@ -350,18 +348,31 @@ def check_study(study: Study, config: Mapping[str, Any]) -> None:
                 h = stable_hash(dict(m.params))
                 params_of[h] = m.params
                 sizes.setdefault((key(m), m.mergekit_method, h), set()).add(m.subset.n)
+    include = (config.get("evaluation") or {}).get("include_path")
+    suite_benchmarks = [b for names in study.suites.values() for b in names]
+    benchmarks = list(dict.fromkeys(study.benchmark_names + suite_benchmarks))
+    # A check that passed is remembered (keyed by everything it depends on): importing
+    # mergekit (torch, transformers) would otherwise cost every DAG build over a second.
+    passed = _check_cache(
+        sorted((k, m, h, sorted(ns)) for (k, m, h), ns in sizes.items()),
+        sorted(params_of.items()), sorted((n, s["method"], stable_hash(s["params"])) for n, s in study.methods.items()),
+        benchmarks, include,
+    )
+    if passed is not None and passed.exists():
+        return
+    from wildmerge.evaluation import unknown_benchmarks
+    from wildmerge.merging import check_method
+
     for name, spec in study.methods.items():  # also methods no subset uses
         check_method(f"methods.{name}", spec["method"], spec["params"])
     for (key, method, h), ns in sizes.items():
         check_method(key, method, params_of[h], sorted(ns))
-    include = (config.get("evaluation") or {}).get("include_path")
     local: list[str] = []
     if include == "demo":
         from wildmerge.demo import GROUP, TASKS
 
         local, include = [*TASKS, GROUP], None
-    suite_benchmarks = [b for names in study.suites.values() for b in names]
-    missing = unknown_benchmarks(list(dict.fromkeys(study.benchmark_names + suite_benchmarks)), include, local)
+    missing = unknown_benchmarks(benchmarks, include, local)
     if missing:
         raise ConfigError(
             f"evaluation.benchmarks{' / homogeneous.*.benchmarks' if suite_benchmarks else ''}: "
@@ -369,3 +380,31 @@ def check_study(study: Study, config: Mapping[str, Any]) -> None:
             + (f" (searched its built-in tasks and include_path={include})" if include else
                " (searched its built-in tasks; set evaluation.include_path for your own task YAMLs)")
         )
+    if passed is not None:
+        try:
+            passed.parent.mkdir(parents=True, exist_ok=True)
+            passed.touch()
+        except OSError:  # read-only cache: check again next time
+            pass
+
+
+def _check_cache(*parts: Any) -> Path | None:
+    """Marker file of a passed :func:`check_study`, keyed by its inputs, the mergekit and
+    lm-eval versions and wildmerge's method code; None where a local include path (whose
+    tasks may change) is involved."""
+    from importlib.metadata import version
+
+    include = parts[-1]
+    if include and include != "demo":
+        return None
+    code = Path(__file__).parent
+    key = stable_hash(
+        {
+            "parts": parts,
+            "versions": [version("mergekit"), version("lm_eval")],
+            "code": [stable_hash((code / f).read_text()) for f in ("merging.py", "methods.py", "study.py", "evaluation.py")],
+        },
+        24,
+    )
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "wildmerge" / "checked"
+    return cache / key
