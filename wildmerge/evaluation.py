@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from wildmerge.provenance import atomic_write_json, file_sha256, versions
+from wildmerge.provenance import atomic_write_json, cache_dir, file_sha256, versions
 from wildmerge.subsets import stable_hash
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def _builtin_task_names() -> set[str]:
     """
     from importlib.metadata import version
 
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "wildmerge"
+    cache = cache_dir()
     path = cache / f"lm_eval_tasks-{version('lm_eval')}.json"
     try:
         return set(json.loads(path.read_text()))

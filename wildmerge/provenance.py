@@ -55,6 +55,11 @@ def checkpoint_record(model_dir: str | Path, source: str, revision: str | None =
     return rec
 
 
+def cache_dir() -> Path:
+    """wildmerge's per-user cache (``$XDG_CACHE_HOME/wildmerge``, default ``~/.cache``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "wildmerge"
+
+
 @lru_cache(maxsize=1)
 def versions() -> dict[str, str]:
     out: dict[str, str] = {}

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from wildmerge.provenance import cache_dir
 from wildmerge.subsets import Subset, draw_subsets, merge_id, stable_hash
 
 DEMO_PREFIX = "demo:"
@@ -341,22 +342,25 @@ def check_study(study: Study, config: Mapping[str, Any]) -> None:
     sizes: dict[tuple[str, str, str], set[int]] = {}  # (config key, method, params hash) -> n
     params_of: dict[str, Mapping[str, Any]] = {}
     for b in study.bases.values():
-        for key, merges in ((lambda m: f"methods.{m.method}", b.merges),
-                            (lambda m: f"ablations.{m.method}", b.ablation_merges),
-                            (lambda m: f"homogeneous.{b.name} (method {m.method})", b.homogeneous_merges)):
+        for key, merges in (("methods.{}", b.merges), ("ablations.{}", b.ablation_merges),
+                            (f"homogeneous.{b.name} (method {{}})", b.homogeneous_merges)):
             for m in merges.values():
                 h = stable_hash(dict(m.params))
                 params_of[h] = m.params
-                sizes.setdefault((key(m), m.mergekit_method, h), set()).add(m.subset.n)
+                sizes.setdefault((key.format(m.method), m.mergekit_method, h), set()).add(m.subset.n)
     include = (config.get("evaluation") or {}).get("include_path")
     suite_benchmarks = [b for names in study.suites.values() for b in names]
     benchmarks = list(dict.fromkeys(study.benchmark_names + suite_benchmarks))
     # A check that passed is remembered (keyed by everything it depends on): importing
     # mergekit (torch, transformers) would otherwise cost every DAG build over a second.
     passed = _check_cache(
-        sorted((k, m, h, sorted(ns)) for (k, m, h), ns in sizes.items()),
-        sorted(params_of.items()), sorted((n, s["method"], stable_hash(s["params"])) for n, s in study.methods.items()),
-        benchmarks, include,
+        [
+            sorted((k, m, h, sorted(ns)) for (k, m, h), ns in sizes.items()),
+            sorted(params_of.items()),
+            sorted((n, s["method"], stable_hash(s["params"])) for n, s in study.methods.items()),
+            benchmarks,
+        ],
+        include,
     )
     if passed is not None and passed.exists():
         return
@@ -388,23 +392,21 @@ def check_study(study: Study, config: Mapping[str, Any]) -> None:
             pass
 
 
-def _check_cache(*parts: Any) -> Path | None:
+def _check_cache(parts: list[Any], include: str | None) -> Path | None:
     """Marker file of a passed :func:`check_study`, keyed by its inputs, the mergekit and
     lm-eval versions and wildmerge's method code; None where a local include path (whose
     tasks may change) is involved."""
     from importlib.metadata import version
 
-    include = parts[-1]
     if include and include != "demo":
         return None
     code = Path(__file__).parent
     key = stable_hash(
         {
-            "parts": parts,
+            "parts": [*parts, include],
             "versions": [version("mergekit"), version("lm_eval")],
             "code": [stable_hash((code / f).read_text()) for f in ("merging.py", "methods.py", "study.py", "evaluation.py")],
         },
         24,
     )
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "wildmerge" / "checked"
-    return cache / key
+    return cache_dir() / "checked" / key
