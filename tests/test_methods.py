@@ -34,130 +34,38 @@ from wildmerge.merging import (  # noqa: E402
     method_parameters,
 )
 
+import reference_merging as ref  # noqa: E402  (tests/: the independent NumPy reference)
+
 OURS = ("tsv_merge", "iso_c", "ta_subspace_boosting", "ties_subspace_boosting")
-PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-# ---------------------------------------------------------------------------
-# Independent references (NumPy, float64).  ``base``/``experts`` are float32
-# arrays; task vectors are formed in float32 like any float32 merge would, so
-# TIES' top-k selection sees identical magnitudes.
-# ---------------------------------------------------------------------------
 
 
-def task_vectors(base, experts):
-    return [(e.astype(np.float32) - base.astype(np.float32)).astype(np.float64) for e in experts]
-
-
-def is_embed(name):
-    return "embed_tokens" in name or "lm_head" in name
-
-
-def is_proj(name):
-    return any(p in name.split(".") for p in PROJ)
-
-
-def ref_ta_delta(base, experts, normalize):
-    d = sum(task_vectors(base, experts))
-    return d / len(experts) if normalize else d
-
-
-def ref_ta(base, experts, lam=1.0, normalize=False):
-    return base + lam * ref_ta_delta(base, experts, normalize)
-
-
-def ref_ties_delta(base, experts, density):
-    trimmed = []
-    for d in task_vectors(base, experts):
-        flat = np.abs(d).ravel()
-        k = max(1, int(density * flat.size))
-        keep = np.zeros(flat.size, dtype=bool)
-        keep[np.argsort(-flat, kind="stable")[:k]] = True
-        trimmed.append(np.where(keep.reshape(d.shape), d, 0.0))
-    stack = np.stack(trimmed)
-    elected = np.where(stack.sum(axis=0) >= 0, 1.0, -1.0)
-    agree = np.sign(stack) == elected
-    count = agree.sum(axis=0)
-    total = np.where(agree, stack, 0.0).sum(axis=0)
-    return total / np.maximum(count, 1)
-
-
-def ref_ties(base, experts, density, lam):
-    return base + lam * ref_ties_delta(base, experts, density)
-
-
-def ref_model_stock(base, experts):
-    w0 = base.astype(np.float64).ravel()
-    offs = [e.astype(np.float64).ravel() - w0 for e in experts]
-    cos = [
-        offs[i] @ offs[j] / (np.linalg.norm(offs[i]) * np.linalg.norm(offs[j]))
-        for i in range(len(offs))
-        for j in range(i + 1, len(offs))
-    ]
-    c, n = float(np.mean(cos)), len(experts)
-    t = n * c / (1 + (n - 1) * c)
-    avg = np.mean([e.astype(np.float64) for e in experts], axis=0)
-    return t * avg + (1 - t) * base
-
-
-def ref_tsv_delta(deltas):
-    T = len(deltas)
-    k = max(1, min(deltas[0].shape) // T)
-    us, ss, vs = [], [], []
-    for d in deltas:
-        u, s, vt = np.linalg.svd(d, full_matrices=False)
-        us.append(u[:, :k])
-        ss.append(s[:k])
-        vs.append(vt[:k].T)
-    U, S, V = np.hstack(us), np.concatenate(ss), np.hstack(vs)
-    pu, _, qut = np.linalg.svd(U, full_matrices=False)
-    pv, _, qvt = np.linalg.svd(V, full_matrices=False)
-    return (pu @ qut) @ np.diag(S) @ (pv @ qvt).T
-
-
-def ref_tsv(name, base, experts, lam=1.0, normalize=True):
-    if base.ndim == 2 and not is_embed(name):
-        return base + lam * ref_tsv_delta(task_vectors(base, experts))
-    return ref_ta(base, experts, lam, normalize)
-
-
-def ref_iso(name, base, experts, lam=1.0, normalize=False):
-    d = ref_ta_delta(base, experts, normalize)
-    if base.ndim == 2 and not is_embed(name):
-        u, s, vt = np.linalg.svd(d, full_matrices=False)
-        d = s.mean() * u @ vt
-    return base + lam * d
-
-
-def ref_boost(d, beta):
-    u, s, vt = np.linalg.svd(d, full_matrices=False)
-    c = np.cumsum(s) / s.sum()
-    j = int(np.argmax(c >= beta))
-    s2 = s.copy()
-    s2[j + 1 :] = s[j]
-    return u @ np.diag(s2) @ vt
-
-
-def ref_sb(name, base, experts, inner, beta=0.2, lam=1.0, normalize=False, density=1.0):
-    if inner == "ta":
-        d = ref_ta_delta(base, experts, normalize)
-    else:
-        d = ref_ties_delta(base, experts, density)
-    if base.ndim == 2 and not is_embed(name) and is_proj(name):
-        d = ref_boost(d, beta)
-    return base + lam * d
+def assert_matches(out, expected, base, what="", rtol=1e-5, update_rtol=1e-3):
+    """Merged weights equal the reference to 1e-5 relative (every element, relative to the
+    tensor's largest magnitude), and the merged *update* to 1e-3 of its own norm: float32
+    arithmetic on weights ~1 leaves ~1e-7 absolute error on updates that can be ~1e-3."""
+    out = np.asarray(out, dtype=np.float64)
+    np.testing.assert_allclose(out, expected, rtol=rtol, atol=rtol * np.abs(expected).max(), err_msg=what)
+    d_out, d_ref = out - base, expected - base
+    rel = np.linalg.norm(d_out - d_ref) / max(np.linalg.norm(d_ref), 1e-12)
+    assert rel <= update_rtol, f"{what}: relative error of the update {rel:.2e}"
 
 
 # ---------------------------------------------------------------------------
 # (a) registered tensor kernels, through mergekit's merge_tensors
 # ---------------------------------------------------------------------------
 
-NAMES_SHAPES = [
-    ("model.layers.0.self_attn.q_proj.weight", (12, 8)),
-    ("model.layers.0.mlp.down_proj.weight", (8, 20)),
-    ("model.layers.0.mlp.fc_other.weight", (10, 6)),  # 2-D, not an SB target
-    ("model.embed_tokens.weight", (16, 8)),
-    ("lm_head.weight", (16, 8)),
-    ("model.norm.weight", (8,)),
+#: Every kind of tensor: SB-target matrices (attention, MLP), a 2-D matrix that is
+#: no SB target, embeddings, LM head, 1-D norms (incl. Qwen3's q_norm) and a bias.
+TENSORS = [
+    ("model.layers.0.self_attn.q_proj.weight", (64, 48)),
+    ("model.layers.0.self_attn.k_proj.weight", (32, 48)),
+    ("model.layers.0.mlp.down_proj.weight", (48, 96)),
+    ("model.layers.0.mlp.fc_other.weight", (40, 24)),
+    ("model.embed_tokens.weight", (80, 48)),
+    ("lm_head.weight", (80, 48)),
+    ("model.layers.0.input_layernorm.weight", (48,)),
+    ("model.layers.0.self_attn.q_norm.weight", (16,)),
+    ("model.layers.0.self_attn.q_proj.bias", (64,)),
 ]
 
 
@@ -172,76 +80,93 @@ def run_kernel(method, name, base, experts, params=None, dtype=None):
     tensors = [torch.from_numpy(a) for a in [base, *experts]]
     if dtype is not None:
         tensors = [t.to(dtype) for t in tensors]
-    out = merge_tensors(tensors, method, base_index=0, name=name, parameters=params or {})
-    return out
+    params = dict(params or {})
+    if "weight" in method_parameters(method):
+        params.setdefault("weight", 1.0)  # as wildmerge.merging gives every expert
+    return merge_tensors(tensors, method, base_index=0, name=name, parameters=params)
 
 
-@pytest.mark.parametrize("name,shape", NAMES_SHAPES)
+@pytest.mark.parametrize("n", [2, 3, 8])
+@pytest.mark.parametrize("name,shape", TENSORS, ids=[t[0].split(".", 1)[-1] for t in TENSORS])
+@pytest.mark.parametrize("method", list(ref.PAPER))
+def test_paper_methods_match_reference(method, name, shape, n):
+    """The seven methods at the paper's hyperparameters, every kind of tensor, n = 2, 3, 8."""
+    params, reference = ref.PAPER[method]
+    base, experts = random_inputs(shape, n=n, seed=n)
+    out = run_kernel(method, name, base, experts, params)
+    assert out.dtype == torch.float32 and tuple(out.shape) == shape
+    assert_matches(out.numpy(), reference(name, base, experts), base, f"{method} {name} n={n}")
+
+
 @pytest.mark.parametrize(
     "method,params,reference",
     [
-        ("tsv_merge", {}, lambda n, b, e: ref_tsv(n, b, e)),
-        ("tsv_merge", {"lambda": 0.7, "normalize": False}, lambda n, b, e: ref_tsv(n, b, e, 0.7, False)),
-        ("iso_c", {}, lambda n, b, e: ref_iso(n, b, e)),
-        ("iso_c", {"lambda": 0.5, "normalize": True}, lambda n, b, e: ref_iso(n, b, e, 0.5, True)),
-        ("ta_subspace_boosting", {}, lambda n, b, e: ref_sb(n, b, e, "ta")),
+        ("tsv_merge", {"lambda": 0.7}, lambda n, b, e: ref.tsv_merge(n, b, e, 0.7)),
+        ("iso_c", {"lambda": 0.5}, lambda n, b, e: ref.iso_c(n, b, e, 0.5)),
         (
             "ta_subspace_boosting",
-            {"beta": 0.5, "lambda": 0.3, "normalize": True},
-            lambda n, b, e: ref_sb(n, b, e, "ta", beta=0.5, lam=0.3, normalize=True),
+            {"beta": 0.5, "lambda": 0.3, "normalize": False},
+            lambda n, b, e: ref.ta_subspace_boosting(n, b, e, 0.3, False, 0.5),
         ),
         (
             "ties_subspace_boosting",
-            # density high enough for a full-rank merged update: boosting a
-            # rank-deficient one raises null-space singular values whose
-            # vectors are arbitrary, so no two SVD codes need agree there.
-            {"beta": 0.2, "lambda": 0.1, "density": 0.4},
-            lambda n, b, e: ref_sb(n, b, e, "ties", beta=0.2, lam=0.1, density=0.4),
-        ),
-        (
-            "ties_subspace_boosting",
-            {"beta": 0.4, "density": 0.5},
-            lambda n, b, e: ref_sb(n, b, e, "ties", beta=0.4, density=0.5),
+            {"beta": 0.4, "density": 0.5, "lambda": 1.0, "normalize": False},
+            lambda n, b, e: ref.ties_subspace_boosting(n, b, e, 1.0, 0.5, False, 0.4),
         ),
     ],
 )
-def test_registered_kernel_matches_reference(method, params, reference, name, shape):
-    base, experts = random_inputs(shape)
+@pytest.mark.parametrize("name,shape", TENSORS[:1] + TENSORS[4:7])
+def test_other_hyperparameters_match_reference(method, params, reference, name, shape):
+    base, experts = random_inputs(shape, n=3, seed=11)
     out = run_kernel(method, name, base, experts, params)
-    assert out.dtype == torch.float32 and out.shape == shape
-    np.testing.assert_allclose(out.numpy(), reference(name, base, experts), rtol=1e-4, atol=1e-5)
+    assert_matches(out.numpy(), reference(name, base, experts), base, f"{method} {name}")
+
+
+def test_iso_c_non_matrix_is_the_mean_and_matrix_flattens_the_sum():
+    """The authors' Iso-C: embeddings, LM head and norms get the mean task vector
+    (not the sum); a matrix gets the flattened spectrum of the summed task vectors."""
+    for name, shape in (("model.embed_tokens.weight", (16, 8)), ("lm_head.weight", (16, 8)), ("model.norm.weight", (8,))):
+        base, experts = random_inputs(shape, n=4, seed=5)
+        out = run_kernel("iso_c", name, base, experts).numpy()
+        mean = base + np.mean(ref.task_vectors(base, experts), axis=0)
+        np.testing.assert_allclose(out, mean, rtol=1e-5, atol=1e-6)
+    base, experts = random_inputs((12, 8), n=4, seed=5)
+    out = run_kernel("iso_c", "model.layers.0.self_attn.q_proj.weight", base, experts).numpy()
+    s = np.linalg.svd(out.astype(np.float64) - base, compute_uv=False)
+    s_sum = np.linalg.svd(np.sum(ref.task_vectors(base, experts), axis=0), compute_uv=False)
+    np.testing.assert_allclose(s, np.full_like(s, s_sum.mean()), rtol=1e-4)
 
 
 def test_tsv_more_tasks_than_rank_keeps_one_component_each():
     base, experts = random_inputs((9, 3), n=5, seed=3)  # r=3 < T=5 -> k=1
     name = "model.layers.0.self_attn.o_proj.weight"
     out = run_kernel("tsv_merge", name, base, experts)
-    np.testing.assert_allclose(out.numpy(), ref_tsv(name, base, experts), rtol=1e-4, atol=1e-5)
+    assert_matches(out.numpy(), ref.tsv_merge(name, base, experts), base)
 
 
-def test_embedding_and_lm_head_are_excluded_from_svd():
-    base, experts = random_inputs((16, 8), seed=5)
-    for name in ("model.embed_tokens.weight", "lm_head.weight"):
-        for method, ta in (
-            ("tsv_merge", ref_ta(base, experts, normalize=True)),
-            ("iso_c", ref_ta(base, experts)),
-            ("ta_subspace_boosting", ref_ta(base, experts)),
-        ):
-            out = run_kernel(method, name, base, experts).numpy()
-            np.testing.assert_allclose(out, ta, rtol=1e-5, atol=1e-6)
-    # the same matrix under a projection name *is* transformed
-    proj = run_kernel("iso_c", "model.layers.0.self_attn.q_proj.weight", base, experts)
-    assert not np.allclose(proj.numpy(), ref_ta(base, experts), atol=1e-3)
+def test_subspace_boosting_targets_only_projection_weights():
+    base, experts = random_inputs((12, 8), seed=5)
+    ta = ref.task_arithmetic("x", base, experts)
+    for name in (
+        "model.embed_tokens.weight",
+        "lm_head.weight",
+        "model.layers.0.mlp.fc_other.weight",
+        "model.layers.0.self_attn.q_proj.lora_A.weight",
+    ):
+        out = run_kernel("ta_subspace_boosting", name, base, experts, {"normalize": True}).numpy()
+        np.testing.assert_allclose(out, ta, rtol=1e-5, atol=1e-6, err_msg=name)
+    proj = run_kernel("ta_subspace_boosting", "model.layers.3.mlp.up_proj.weight", base, experts, {"normalize": True})
+    assert not np.allclose(proj.numpy(), ta, atol=1e-3)
 
 
 def test_subspace_boosting_beta_extremes():
     base, experts = random_inputs((12, 8), seed=7)
     name = "model.layers.1.mlp.up_proj.weight"
-    d = ref_ta_delta(base, experts, False)
+    d = ref.ta_update(ref.task_vectors(base, experts), False)
     s = np.linalg.svd(d, compute_uv=False)
     # beta=1: nothing beyond the last index -> plain task arithmetic
     out1 = run_kernel("ta_subspace_boosting", name, base, experts, {"beta": 1.0})
-    np.testing.assert_allclose(out1.numpy(), ref_ta(base, experts), rtol=1e-4, atol=1e-5)
+    assert_matches(out1.numpy(), ref.task_arithmetic(name, base, experts, normalize=False), base)
     # beta=0: every singular value raised to the largest one
     out0 = run_kernel("ta_subspace_boosting", name, base, experts, {"beta": 0.0})
     s0 = np.linalg.svd(out0.numpy().astype(np.float64) - base, compute_uv=False)
@@ -263,7 +188,7 @@ def test_low_precision_inputs_compute_in_fp32_and_keep_dtype():
     out = run_kernel("iso_c", name, base, experts, dtype=torch.bfloat16)
     assert out.dtype == torch.bfloat16
     b16 = [torch.from_numpy(a).to(torch.bfloat16).float().numpy() for a in [base, *experts]]
-    expected = torch.from_numpy(ref_iso(name, b16[0], b16[1:])).to(torch.bfloat16)
+    expected = torch.from_numpy(ref.iso_c(name, b16[0], b16[1:])).to(torch.bfloat16)
     assert torch.equal(out, expected) or torch.allclose(out.float(), expected.float(), atol=1e-2)
 
 
@@ -279,8 +204,9 @@ def test_registration_is_idempotent_and_specs():
         available_methods()
     )
     defaults = {m: {k: v["default"] for k, v in method_parameters(m).items()} for m in OURS}
-    assert defaults["tsv_merge"] == {"lambda": 1.0, "normalize": True, "weight": 1.0}
-    assert defaults["iso_c"] == {"lambda": 1.0, "normalize": False, "weight": 1.0}
+    # the authors' TSV-M / Iso-C have no normalize switch: non-matrices always get the mean
+    assert defaults["tsv_merge"] == {"lambda": 1.0, "weight": 1.0}
+    assert defaults["iso_c"] == {"lambda": 1.0, "weight": 1.0}
     assert defaults["ta_subspace_boosting"]["beta"] == 0.2
     assert defaults["ta_subspace_boosting"]["normalize"] is False  # as task_arithmetic
     assert defaults["ties_subspace_boosting"]["normalize"] is True  # as ties
@@ -340,22 +266,9 @@ def models(tmp_path_factory):
 
 
 E2E = [
-    ("task_arithmetic", {"lambda": 1.0, "normalize": False}, lambda n, b, e: ref_ta(b, e, 1.0, False)),
-    ("task_arithmetic", {"lambda": 0.5, "normalize": True}, lambda n, b, e: ref_ta(b, e, 0.5, True)),
-    ("ties", {"density": 0.1, "lambda": 0.1}, lambda n, b, e: ref_ties(b, e, 0.1, 0.1)),
-    ("model_stock", {}, lambda n, b, e: ref_model_stock(b, e)),
-    ("tsv_merge", {"lambda": 1.0}, lambda n, b, e: ref_tsv(n, b, e)),
-    ("iso_c", {"lambda": 1.0}, lambda n, b, e: ref_iso(n, b, e)),
-    (
-        "ta_subspace_boosting",
-        {"beta": 0.2, "lambda": 1.0, "normalize": True},
-        lambda n, b, e: ref_sb(n, b, e, "ta", 0.2, 1.0, normalize=True),
-    ),
-    (
-        "ties_subspace_boosting",
-        {"beta": 0.2, "lambda": 0.1, "density": 0.1},
-        lambda n, b, e: ref_sb(n, b, e, "ties", 0.2, 0.1, density=0.1),
-    ),
+    ("task_arithmetic", {"lambda": 1.0, "normalize": False}, lambda n, b, e: ref.task_arithmetic(n, b, e, 1.0, False)),
+    ("task_arithmetic", {"lambda": 0.5, "normalize": True}, lambda n, b, e: ref.task_arithmetic(n, b, e, 0.5, True)),
+    *((m, params, reference) for m, (params, reference) in ref.PAPER.items() if m != "task_arithmetic"),
 ]
 
 
@@ -371,9 +284,9 @@ def test_end_to_end_merge_matches_reference(models, tmp_path, method, params, re
     for name, base in models["base"].items():
         experts = [e[name] for e in models["experts"]]
         assert merged[name].dtype == np.float32
-        np.testing.assert_allclose(
-            merged[name], reference(name, base, experts), rtol=1e-4, atol=2e-6, err_msg=name
-        )
+        # whole-model float32 merges (Llama init: weights ~0.02, updates ~0.01, norms 1
+        # with tiny Model Stock updates): looser than the kernel tests' 1e-5
+        assert_matches(merged[name], reference(name, base, experts), base, name, rtol=1e-4, update_rtol=5e-2)
 
     cfg = yaml.safe_load((out_dir / "mergekit_config.yml").read_text())
     assert cfg == info["config"]
@@ -385,12 +298,13 @@ def test_end_to_end_merge_matches_reference(models, tmp_path, method, params, re
     assert (out_dir / "config.json").exists() and (out_dir / "tokenizer.json").exists()
 
 
-def test_iso_c_end_to_end_leaves_embeddings_to_task_arithmetic(models, tmp_path):
+def test_iso_c_end_to_end_averages_embeddings_and_lm_head(models, tmp_path):
     merge(models["base_dir"], models["dirs"], "iso_c", {}, tmp_path / "m")
     merged = load_file(tmp_path / "m" / "model.safetensors")
-    for name in ("model.embed_tokens.weight", "lm_head.weight"):
-        ta = ref_ta(models["base"][name], [e[name] for e in models["experts"]])
-        np.testing.assert_allclose(merged[name].numpy(), ta, rtol=1e-5, atol=1e-6)
+    for name in ("model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"):
+        base = models["base"][name]
+        mean = base + np.mean(ref.task_vectors(base, [e[name] for e in models["experts"]]), axis=0)
+        np.testing.assert_allclose(merged[name].numpy(), mean, rtol=1e-5, atol=1e-6)
 
 
 def test_bfloat16_output_and_missing_tokenizer(models, tmp_path):
@@ -438,6 +352,7 @@ def test_nan_in_merged_tensor_raises_and_leaves_no_output(models, tmp_path):
         ("ties", {"bogus": 1}, r"Unknown parameter\(s\) 'bogus' for merge method 'ties'"),
         ("model_stock", {"lambda": 1.0}, r"'lambda' for merge method 'model_stock'"),
         ("tsv_merge", {"beta": 0.2}, r"'beta' for merge method 'tsv_merge'"),
+        ("iso_c", {"normalize": True}, r"'normalize' for merge method 'iso_c'"),
         ("ties", {"density": "dense"}, r"parameter 'density'"),
         ("ta_subspace_boosting", {"beta": 2.0}, r"parameter 'beta'"),
         ("slerp", {}, r"Missing required parameter 't'"),

@@ -5,18 +5,34 @@ Importing this module registers four methods with ``mergekit.merge_methods``
 resolves ``merge_method`` -- in a ``MergeConfiguration``, ``run_merge``,
 ``merge_tensors`` or ``merge_state_dicts``:
 
+Semantics follow the code that produced the paper's numbers, the authors'
+mergekit fork (kaganhitit11/mergekit @ 3f031f3, ``mergekit/subspace_helpers.py``,
+the helpers of mergekit PR #639).  With task vectors tau_i = theta_i - theta_0, a
+"matrix" is a 2-D tensor whose name contains neither ``embed_tokens`` nor
+``lm_head``; every other tensor (embeddings, LM head, norms, biases) is a
+"non-matrix":
+
 ``tsv_merge``
-    TSV-Merge (Gargiulo et al., 2025): per-task SVD truncation to the top
-    ``max(1, r // T)`` components, orthogonal Procrustes of the concatenated
-    singular bases, low-rank reconstruction.
+    TSV-Merge (Gargiulo et al., 2025).  Matrix: per task the top
+    ``k = max(1, r // T)`` singular triplets, U and V orthogonalised by
+    orthogonal Procrustes, Sigma kept.  Non-matrix: mean of the tau_i.
 ``iso_c``
-    Iso-C (Marczak et al., 2025): the Task Arithmetic update with its singular
-    value spectrum flattened to the mean singular value.
+    Iso-C (Marczak et al., 2025).  Matrix: U diag(mean(S)) V^T from the SVD of
+    the *sum* of the tau_i.  Non-matrix: the *mean* of the tau_i.
 ``ta_subspace_boosting`` / ``ties_subspace_boosting``
-    Subspace Boosting (Skorobogat et al., 2025) applied to the merged update of
-    mergekit's own ``task_arithmetic`` resp. ``ties`` (computed by calling those
-    registered methods), boosting singular values beyond the cumulative-energy
-    threshold ``beta`` in attention/MLP projection matrices.
+    The update of mergekit's own ``task_arithmetic`` resp. ``ties`` (computed by
+    calling those registered methods: for TIES the disjoint sum of the
+    sign-agreeing top-``density`` entries, divided element-wise by the number
+    of agreeing experts when ``normalize``), times ``lambda``, then Subspace
+    Boosting (Skorobogat et al., 2025) of the ``.self_attn.{q,k,v,o}_proj.weight``
+    and ``.mlp.{gate,up,down}_proj.weight`` matrices: with c_j the cumulative
+    singular-value share, the first j* with c_j >= ``beta`` is the cutoff and
+    every later singular value is raised to S[j*] (SVDs in float32).
+
+``lambda`` (default 1, the paper's value) scales the TSV-M / Iso-C update; the
+authors' code applies none to those two, which is the same at lambda=1.
+Per-model ``weight`` (default 1) scales each task vector (the authors' code
+has none for TSV-M / Iso-C: all weights 1).
 
 All four require a base model and compute in float32 whatever the load dtype;
 the result is returned in the input dtype (mergekit's configured ``dtype``)
@@ -31,8 +47,8 @@ but with an explicitly written spec, and registered with
 ``mergekit.merge_methods.register``.
 
 Weight names reach a group kernel as ``group.metadata.name`` (mergekit's
-``WeightInfo.name``, e.g. ``model.layers.0.self_attn.q_proj.weight``), with
-``group.metadata.vocabulary_axis`` set for vocabulary-indexed tensors.
+``WeightInfo.name``, e.g. ``model.layers.0.self_attn.q_proj.weight``); the
+matrix / non-matrix split is by that name, as in the authors' code.
 """
 
 from __future__ import annotations
@@ -64,6 +80,7 @@ __all__ = [
     "SUBSPACE_BOOST_TARGETS",
     "EMBEDDING_NAME_PARTS",
     "is_embedding_weight",
+    "is_matrix",
     "is_subspace_boost_target",
     "tsv_delta",
     "iso_c_delta",
@@ -82,9 +99,15 @@ METHOD_NAMES = (
 #: SVD-based methods leave to plain task arithmetic.
 EMBEDDING_NAME_PARTS = ("embed_tokens", "lm_head")
 
-#: Dotted name components of the matrices Subspace Boosting is applied to.
-SUBSPACE_BOOST_TARGETS = frozenset(
-    {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+#: Name parts of the matrices Subspace Boosting is applied to (the authors' ``keys_to_eval``).
+SUBSPACE_BOOST_TARGETS = (
+    ".self_attn.q_proj.weight",
+    ".self_attn.k_proj.weight",
+    ".self_attn.v_proj.weight",
+    ".self_attn.o_proj.weight",
+    ".mlp.gate_proj.weight",
+    ".mlp.up_proj.weight",
+    ".mlp.down_proj.weight",
 )
 
 _EPS = 1e-8
@@ -95,25 +118,19 @@ _EPS = 1e-8
 # ---------------------------------------------------------------------------
 
 
-def is_embedding_weight(
-    name: Optional[str], vocabulary_axis: Optional[int] = None
-) -> bool:
-    """True for embed_tokens / lm_head weights (by name), or any tensor mergekit's
-    architecture marks as vocabulary-indexed (``vocabulary_axis`` set)."""
-    if vocabulary_axis is not None:
-        return True
+def is_embedding_weight(name: Optional[str]) -> bool:
+    """True for weights whose name contains ``embed_tokens`` or ``lm_head``."""
     return bool(name) and any(part in name for part in EMBEDDING_NAME_PARTS)
 
 
+def is_matrix(name: Optional[str], tensor: torch.Tensor) -> bool:
+    """A 2-D tensor that is not an embedding or LM head (the authors' test, by name)."""
+    return tensor.dim() == 2 and not is_embedding_weight(name)
+
+
 def is_subspace_boost_target(name: Optional[str]) -> bool:
-    """True if a dotted component of ``name`` is a q/k/v/o or gate/up/down projection."""
-    return bool(name) and any(
-        part in SUBSPACE_BOOST_TARGETS for part in name.split(".")
-    )
-
-
-def _is_embedding_group(group: TensorGroup) -> bool:
-    return is_embedding_weight(group.metadata.name, group.metadata.vocabulary_axis)
+    """True for attention q/k/v/o and MLP gate/up/down projection weights."""
+    return bool(name) and any(part in name for part in SUBSPACE_BOOST_TARGETS)
 
 
 # ---------------------------------------------------------------------------
@@ -190,15 +207,11 @@ def _weighted_task_vectors(
     return base, deltas, weights
 
 
-def _task_arithmetic(
-    deltas: Sequence[torch.Tensor], weights: Sequence[float], normalize: bool
-) -> torch.Tensor:
+def _mean(deltas: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    """Weighted mean of task vectors (the plain mean at unit weights)."""
     mixed = torch.stack(list(deltas)).sum(dim=0)
-    if normalize:
-        divisor = float(sum(weights))
-        if abs(divisor) >= _EPS:
-            mixed /= divisor
-    return mixed
+    divisor = float(sum(weights))
+    return mixed / divisor if abs(divisor) >= _EPS else mixed
 
 
 def _tsv_merge(group: TensorGroup, /, **params: Any) -> torch.Tensor:
@@ -206,10 +219,10 @@ def _tsv_merge(group: TensorGroup, /, **params: Any) -> torch.Tensor:
     if not group.non_base:
         return group.base.tensor
     base, deltas, weights = _weighted_task_vectors(group, params["weight"])
-    if base.dim() == 2 and not _is_embedding_group(group):
+    if is_matrix(group.metadata.name, base):
         merged = tsv_delta(deltas)
     else:
-        merged = _task_arithmetic(deltas, weights, params["normalize"])
+        merged = _mean(deltas, weights)
     return (base + params["lambda"] * merged).to(out_dtype)
 
 
@@ -218,9 +231,10 @@ def _iso_c(group: TensorGroup, /, **params: Any) -> torch.Tensor:
     if not group.non_base:
         return group.base.tensor
     base, deltas, weights = _weighted_task_vectors(group, params["weight"])
-    merged = _task_arithmetic(deltas, weights, params["normalize"])
-    if base.dim() == 2 and not _is_embedding_group(group):
-        merged = iso_c_delta(merged)
+    if is_matrix(group.metadata.name, base):
+        merged = iso_c_delta(torch.stack(deltas).sum(dim=0))
+    else:
+        merged = _mean(deltas, weights)
     return (base + params["lambda"] * merged).to(out_dtype)
 
 
@@ -235,8 +249,8 @@ def _subspace_boosting_kernel(
         base = group.base.tensor.float()
         # Feed mergekit's own task_arithmetic/ties kernel a zero base and the
         # float32 task vectors: it then returns exactly its merged task vector
-        # (sparsification, sign consensus, weighting, normalisation) -- with
-        # lambda=1 here, since boosting commutes with scaling.
+        # (sparsification, sign consensus, weighting, normalisation, lambda),
+        # which is then boosted, in this order as in the authors' code.
         delta_group = TensorGroup(
             entries=(
                 TensorEntry(id=group.base.id, tensor=torch.zeros_like(base), is_base=True),
@@ -248,16 +262,11 @@ def _subspace_boosting_kernel(
             metadata=group.metadata,
         )
         inner_params = {p.name: params[p.name] for p in inner.spec.parameters}
-        inner_params["lambda"] = 1.0
         merged = inner.merge_group(delta_group, **inner_params).float()
         del delta_group
-        if (
-            merged.dim() == 2
-            and not _is_embedding_group(group)
-            and is_subspace_boost_target(group.metadata.name)
-        ):
+        if merged.dim() == 2 and is_subspace_boost_target(group.metadata.name):
             merged = subspace_boost(merged, params["beta"])
-        return (base + params["lambda"] * merged).to(out_dtype)
+        return (base + merged).to(out_dtype)
 
     kernel.__name__ = f"{inner_name}_subspace_boosting"
     return kernel
@@ -290,16 +299,6 @@ def _weight_spec() -> ParameterSpec:
     )
 
 
-def _normalize_spec(default: bool, what: str) -> ParameterSpec:
-    return ParameterSpec(
-        "normalize",
-        bool,
-        ParameterScope.SHARED,
-        default=default,
-        description=f"Divide {what} by the sum of model weights (mean instead of sum)",
-    )
-
-
 _BETA = ParameterSpec(
     "beta",
     Annotated[float, Field(ge=0.0, le=1.0)],
@@ -317,12 +316,7 @@ def _build_methods() -> list[MergeMethod]:
                 pretty_name="TSV-Merge",
                 reference_url="https://arxiv.org/abs/2412.00081",
                 contract=_CONTRACT,
-                parameters=(
-                    _lambda_spec(),
-                    # TSV-M's original code averages non-matrix parameters.
-                    _normalize_spec(True, "the task-arithmetic fallback (non-2-D, embeddings)"),
-                    _weight_spec(),
-                ),
+                parameters=(_lambda_spec(), _weight_spec()),
             ),
             _tsv_merge,
         ),
@@ -332,13 +326,7 @@ def _build_methods() -> list[MergeMethod]:
                 pretty_name="Iso-C",
                 reference_url="https://arxiv.org/abs/2502.04959",
                 contract=_CONTRACT,
-                parameters=(
-                    _lambda_spec(),
-                    # Iso-C flattens the *summed* task vector (original code and
-                    # paper Eq. 9); like mergekit's task_arithmetic, sum by default.
-                    _normalize_spec(False, "the task-arithmetic update"),
-                    _weight_spec(),
-                ),
+                parameters=(_lambda_spec(), _weight_spec()),
             ),
             _iso_c,
         ),
