@@ -1,5 +1,6 @@
 # make run   : set up .venv and run the demo study (config.yaml), fully offline
-# make test  : set up .venv and run the test suite
+# make test  : set up .venv and run the test suite (what CI runs)
+# make test-quick : unit tests only (no workflow runs), for day-to-day work
 VENV ?= .venv
 PYTHON ?= python3
 CORES ?= 2
@@ -9,7 +10,7 @@ export HF_DATASETS_OFFLINE = 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: setup run test lint clean
+.PHONY: setup run test test-quick lint clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +26,9 @@ run: setup
 
 test: setup
 	$(VENV)/bin/pytest -v
+
+test-quick: setup
+	$(VENV)/bin/pytest -q -m "not slow"
 
 lint: setup
 	$(VENV)/bin/snakemake --lint
