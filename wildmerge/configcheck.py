@@ -201,3 +201,35 @@ def check_sources(study: Any) -> None:
                 )
     if problems:
         raise ConfigFileError("\n  ".join(problems[:SHOW * 2]))
+
+
+# --------------------------------------------------------------------------- benchmarks
+
+
+def unknown_benchmark_message(key: str, missing: list[str], include: str | None, local: list[str]) -> str:
+    """What was searched for ``missing`` benchmarks, and the close matches in each index."""
+    from wildmerge.evaluation import _builtin_task_names
+
+    known: set[str] = set(local)
+    if local:
+        searched = ["the demo tasks (evaluation.include_path: demo)"]
+    elif include:
+        if Path(include).is_dir():
+            from lm_eval.tasks import TaskManager
+
+            known |= set(TaskManager(include_path=str(include), include_defaults=False).all_tasks)
+            searched = [f"evaluation.include_path={include}"]
+        else:
+            searched = [f"evaluation.include_path={include} (no such directory)"]
+    else:
+        searched = []
+    builtin = _builtin_task_names()
+    searched.append(f"lm-eval's {len(builtin)} built-in tasks")
+    lines = [f"{key}: lm-eval has no task {missing}; searched {' and '.join(searched)}"]
+    for m in missing:
+        near = difflib.get_close_matches(m, sorted(known | builtin), n=3, cutoff=0.6)
+        if near:
+            lines.append(f"  {m}: close matches {', '.join(near)}")
+    if not include and not local:
+        lines.append("  for your own task YAMLs set evaluation.include_path")
+    return "\n".join(lines)
