@@ -1,20 +1,41 @@
-"""Pre-flight one checkpoint against its base, and record its content hash (and hub revision)."""
+"""Pre-flight one checkpoint against its base (headers, then every tensor finite), and
+record its content hash (and hub revision)."""
 
-from wildmerge.preflight import check_checkpoint
+from pathlib import Path
+
+from wildmerge.failures import clear, record, refuse_if_recorded
+from wildmerge.finite import NonFiniteWeightsError, nonfinite_tensors
+from wildmerge.preflight import PreflightError, check_checkpoint
 from wildmerge.provenance import atomic_write_json, checkpoint_record
 from wildmerge.smk import setup_logging
 
 smk = snakemake  # noqa: F821
 log = setup_logging(smk)
 ck = smk.params.checkpoint
-report = check_checkpoint(
-    smk.input.base,
-    smk.input.model,
-    name=ck.name if smk.wildcards.checkpoint != "base" else f"base of {smk.wildcards.base}",
-    tokenizer_policy=smk.params.tokenizer_source,
-    trust_remote_code=ck.trust_remote_code,
-    base_name=smk.wildcards.base,
-)
+marker = Path(str(smk.log[0]) + ".failed.json")
+refuse_if_recorded(marker, [smk.input.model, smk.input.base])
+try:
+    report = check_checkpoint(
+        smk.input.base,
+        smk.input.model,
+        name=ck.name if smk.wildcards.checkpoint != "base" else f"base of {smk.wildcards.base}",
+        tokenizer_policy=smk.params.tokenizer_source,
+        trust_remote_code=ck.trust_remote_code,
+        base_name=smk.wildcards.base,
+    )
+    bad = nonfinite_tensors(smk.input.model)  # streamed, one tensor at a time
+    if bad:
+        raise NonFiniteWeightsError(
+            f"{'base' if smk.wildcards.checkpoint == 'base' else 'expert'} '{ck.name}' ({smk.input.model}, config key "
+            f"bases.{smk.wildcards.base}.{'model' if smk.wildcards.checkpoint == 'base' else 'experts.' + ck.name}) "
+            f"has non-finite weights in {len(bad)} tensor(s): {'; '.join(bad[:5])}"
+            f"{' ...' if len(bad) > 5 else ''}; its scores would be meaningless: re-download or "
+            f"re-save the checkpoint, or remove it from the config"
+        )
+except (PreflightError, NonFiniteWeightsError) as err:
+    record(marker, str(err))
+    raise
+clear(marker)
 for warning in report["warnings"]:
     log.warning("%s: %s", ck.name, warning)
 rec = checkpoint_record(smk.input.model, ck.source, ck.revision)

@@ -78,3 +78,57 @@ def test_unknown_benchmark_names_the_index_and_close_matches(tmp_path):
     assert "lm-eval has no task ['demo_cuont']; searched the demo tasks (evaluation.include_path: demo)" in out
     assert "demo_cuont: close matches demo_count" in out
     assert "set evaluation.include_path" not in out  # it is set already
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _tiny_study(tmp_path, **experts_extra):
+    """A study of tiny local checkpoints (no demo training): base, experts a and b."""
+    import shutil
+
+    import yaml
+    from test_preflight import make_ckpt
+
+    base = make_ckpt(tmp_path / "ckpt" / "base")
+    experts = {e: shutil.copytree(base, tmp_path / "ckpt" / e) for e in ("a", "b")}
+    cfg = yaml.safe_load(DEMO)
+    cfg["bases"] = {"tiny": {"model": str(base), "experts": {e: str(d) for e, d in experts.items()}}}
+    cfg["subsets"] = {"sizes": [2], "per_size": 1, "seed": 0}
+    cfg["tables"] = {"table1": ["ta"]}
+    return cfg, base, experts
+
+
+def _poison(model_dir, value=float("nan")) -> str:
+    """Set one element of one tensor of a checkpoint to NaN/Inf; return the tensor's name."""
+    from safetensors.torch import load_file, save_file
+
+    f = model_dir / "model.safetensors"
+    tensors = load_file(f)
+    name = sorted(n for n in tensors if n.endswith("mlp.down_proj.weight"))[0]
+    tensors[name][0, 0] = value
+    save_file(tensors, f, metadata={"format": "pt"})
+    return name
+
+
+def test_nonfinite_checkpoint_stops_preflight_and_is_not_retried(tmp_path):
+    import yaml
+
+    cfg, _, experts = _tiny_study(tmp_path)
+    tensor = _poison(experts["b"])
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    target = "results/demo/checkpoints/tiny/expert-b.json"
+    proc = smk(tmp_path, "--cores", "1", "--retries", "2", target, config=config, check=False)
+    log = (tmp_path / "results/demo/logs/checkpoint_info/tiny/expert-b.log").read_text()
+    assert proc.returncode != 0
+    assert not (tmp_path / target).exists()
+    named = f"expert 'b' ({experts['b']}, config key bases.tiny.experts.b) has non-finite weights in 1 tensor(s): {tensor} (1 NaN, 0 Inf"
+    assert named in log
+    # Snakemake retried twice; the last attempt failed at once with the recorded message
+    assert (proc.stdout + proc.stderr).count("Error in rule checkpoint_info") == 3
+    assert "not retried: this failure is deterministic" in log
+    # a fixed checkpoint (newer than the record) is checked again and passes
+    _poison(experts["b"], 0.0)
+    smk(tmp_path, "--cores", "1", target, config=config)
+    assert (tmp_path / target).exists()
