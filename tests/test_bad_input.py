@@ -132,3 +132,30 @@ def test_nonfinite_checkpoint_stops_preflight_and_is_not_retried(tmp_path):
     _poison(experts["b"], 0.0)
     smk(tmp_path, "--cores", "1", target, config=config)
     assert (tmp_path / target).exists()
+
+
+def test_merge_that_overflows_names_the_experts_and_is_not_retried(tmp_path):
+    import yaml
+    from test_preflight import make_ckpt
+
+    from workflow_helpers import dry_run_job_wildcards
+
+    cfg, base, experts = _tiny_study(tmp_path)
+    make_ckpt(tmp_path / "ckpt" / "b-trained", seed=1)  # b: other weights, same layout
+    experts["b"] = tmp_path / "ckpt" / "b-trained"
+    cfg["bases"]["tiny"]["experts"]["b"] = str(experts["b"])
+    cfg["methods"] = {"ta": {"method": "task_arithmetic", "params": {"lambda": 1.0e39, "normalize": False}}}
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    (wc,) = dry_run_job_wildcards(tmp_path, config=config)["merge"]
+    mid = wc.split("merge=")[1].split(",")[0].strip()
+    target = f"results/demo/manifests/tiny/{mid}.json"
+    proc = smk(tmp_path, "--cores", "1", "--retries", "1", target, config=config, check=False)
+    assert proc.returncode != 0
+    log = (tmp_path / f"results/demo/logs/merge/tiny/{mid}.log").read_text()
+    assert f"merge {mid} of base 'tiny' (method ta" in log
+    assert "experts ['a', 'b']" in log and "non-finite values in" in log
+    assert "the inputs of these tensors are finite in the base and in every expert (a, b)" in log
+    assert "not retried: this failure is deterministic" in log
+    assert not (tmp_path / target).exists()
+    assert not list((tmp_path / "results/demo/models/tiny").glob("*"))  # no merged model left
