@@ -14,6 +14,8 @@ rule collect_scores:
         results("logs/collect_scores.log"),
     params:
         benchmarks=BENCHMARKS,
+        # removed when a score file is invalid, so no table or figure outlives its scores.csv
+        derived=lambda wc: [*rules.tables.output, *rules.figures.output],
     conda:
         "../envs/wildmerge.yaml"
     script:

@@ -4,6 +4,8 @@ and write nothing."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from workflow_helpers import REPO, smk
@@ -159,3 +161,56 @@ def test_merge_that_overflows_names_the_experts_and_is_not_retried(tmp_path):
     assert "not retried: this failure is deterministic" in log
     assert not (tmp_path / target).exists()
     assert not list((tmp_path / "results/demo/models/tiny").glob("*"))  # no merged model left
+
+
+# --------------------------------------------------------------------------- score files
+
+
+def _truncate(path):
+    path.write_text(path.read_text()[:40])
+
+
+def _from_other_model(path):
+    other = sorted(p for p in path.parent.parent.iterdir() if p != path.parent)[0] / path.name
+    path.write_text(other.read_text())
+
+
+@pytest.mark.parametrize(
+    "spoil, why",
+    [(_truncate, "not valid JSON"), (_from_other_model, "but the file's path says")],
+    ids=["truncated", "other-model"],
+)
+def test_spoiled_score_file_stops_aggregation_and_no_table_looks_current(demo_run, tmp_path, spoil, why):
+    import shutil
+
+    work = Path(shutil.copytree(demo_run, tmp_path / "work", symlinks=True))
+    res = work / "results/demo"
+    score = res / "scores/tiny-llama/expert-arith/demo_arith.json"
+    spoil(score)
+    proc = smk(work, "--cores", "1", "--forcerun", "collect_scores", check=False)
+    out = proc.stdout + proc.stderr + (res / "logs/collect_scores.log").read_text()
+    assert proc.returncode != 0
+    assert f"results/demo/scores/tiny-llama/expert-arith/demo_arith.json: {why}" in out
+    assert "redo it with `snakemake --forcerun results/demo/scores/tiny-llama/expert-arith" in out
+    assert "JSONDecodeError" not in out
+    assert not (res / "scores.csv").exists()
+    # nothing made from the previous scores.csv is left looking current
+    assert not list((res / "tables").glob("*"))
+    assert not (res / "figures/accuracy_vs_n.png").exists()
+
+
+def test_partial_merge_of_a_killed_run_is_removed_after_a_config_change(tmp_path):
+    import yaml
+
+    cfg, _, _ = _tiny_study(tmp_path)
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    # a merge killed mid-write, of a method the config no longer has
+    partial = tmp_path / "results/demo/models/tiny/m-0123456789ab.partial"
+    partial.mkdir(parents=True)
+    (partial / "model-00001-of-00002.safetensors").write_bytes(b"\0" * 64)
+    smk(tmp_path, "-n", config=config)
+    assert partial.exists()  # a dry run changes nothing
+    proc = smk(tmp_path, "--cores", "1", "results/demo/checkpoints/tiny/base.json", config=config)
+    assert not partial.exists()
+    assert f"removed {partial.relative_to(tmp_path)} (left by a killed merge)" in proc.stderr

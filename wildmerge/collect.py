@@ -8,6 +8,7 @@ from typing import Iterable, Sequence
 import pandas as pd
 
 from wildmerge.provenance import read_json
+from wildmerge.scorecheck import read_score_file
 
 SCORE_COLUMNS = [
     "base", "model_id", "role", "method", "n", "subset_id", "members",
@@ -30,9 +31,10 @@ def score_files(dirs: Iterable[str | Path], benchmarks: Sequence[str]) -> list[P
 
 
 def collect_scores(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """One tidy row per score file; each file is validated first (ScoreFileError names it)."""
     rows = []
     for p in paths:
-        r = read_json(p)
+        r = read_score_file(p)
         rows.append(
             {
                 "base": r["base"],
