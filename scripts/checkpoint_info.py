@@ -1,4 +1,5 @@
-"""Pre-flight one checkpoint against its base (headers, then every tensor finite), and
+"""Pre-flight one checkpoint against its base (headers, every tensor finite, the
+tokenizer loads), and
 record its content hash (and hub revision)."""
 
 from pathlib import Path
@@ -8,6 +9,11 @@ from wildmerge.finite import NonFiniteWeightsError, nonfinite_tensors
 from wildmerge.preflight import PreflightError, check_checkpoint
 from wildmerge.provenance import atomic_write_json, checkpoint_record
 from wildmerge.smk import setup_logging
+
+
+class TokenizerLoadError(ValueError):
+    """The tokenizer in a checkpoint's folder does not load."""
+
 
 smk = snakemake  # noqa: F821
 log = setup_logging(smk)
@@ -32,7 +38,19 @@ try:
             f"{' ...' if len(bad) > 5 else ''}; its scores would be meaningless: re-download or "
             f"re-save the checkpoint, or remove it from the config"
         )
-except (PreflightError, NonFiniteWeightsError) as err:
+    try:  # the tokenizer the evaluation will load (lm-eval reads it from the model's folder)
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(str(smk.input.model), trust_remote_code=ck.trust_remote_code)
+    except Exception as err:  # noqa: BLE001 (transformers raises many kinds)
+        raise TokenizerLoadError(
+            f"{'base' if smk.wildcards.checkpoint == 'base' else 'expert'} '{ck.name}' "
+            f"({smk.input.model}): its tokenizer cannot be loaded, so its evaluation would fail "
+            f"({type(err).__name__}: {str(err).strip().splitlines()[0][:200] if str(err).strip() else ''}); "
+            f"copy the tokenizer files (tokenizer.json / tokenizer.model, tokenizer_config.json, "
+            f"special_tokens_map.json) from where the checkpoint came from"
+        ) from None
+except (PreflightError, NonFiniteWeightsError, TokenizerLoadError) as err:
     record(marker, str(err))
     raise
 clear(marker)

@@ -214,3 +214,20 @@ def test_partial_merge_of_a_killed_run_is_removed_after_a_config_change(tmp_path
     proc = smk(tmp_path, "--cores", "1", "results/demo/checkpoints/tiny/base.json", config=config)
     assert not partial.exists()
     assert f"removed {partial.relative_to(tmp_path)} (left by a killed merge)" in proc.stderr
+
+
+def test_missing_tokenizer_stops_preflight_naming_the_checkpoint(tmp_path):
+    import yaml
+
+    cfg, _, experts = _tiny_study(tmp_path)
+    for f in experts["a"].iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens")):
+            f.unlink()
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    target = "results/demo/checkpoints/tiny/expert-a.json"
+    proc = smk(tmp_path, "--cores", "1", target, config=config, check=False)
+    log = (tmp_path / "results/demo/logs/checkpoint_info/tiny/expert-a.log").read_text()
+    assert proc.returncode != 0
+    assert f"expert 'a' ({experts['a']}): its tokenizer cannot be loaded, so its evaluation would fail" in log
+    assert not (tmp_path / target).exists()
