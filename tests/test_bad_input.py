@@ -231,3 +231,17 @@ def test_missing_tokenizer_stops_preflight_naming_the_checkpoint(tmp_path):
     assert proc.returncode != 0
     assert f"expert 'a' ({experts['a']}): its tokenizer cannot be loaded, so its evaluation would fail" in log
     assert not (tmp_path / target).exists()
+
+
+def test_nonfinite_merge_names_the_expert_it_came_from(tmp_path):
+    """When pre-flight was bypassed (a checkpoint replaced after it passed), the merge's
+    message re-checks the offending tensors' inputs and names the expert."""
+    from wildmerge.finite import explain_nonfinite_merge, nonfinite_tensors
+
+    _, base, experts = _tiny_study(tmp_path)
+    tensor = _poison(experts["b"], float("inf"))
+    bad = nonfinite_tensors(experts["b"])
+    assert bad == [f"{tensor} (0 NaN, 1 Inf of 512)"]
+    msg = explain_nonfinite_merge(bad, base, experts)
+    assert msg.startswith(f"the non-finite values come from expert 'b' ({tensor} (0 NaN, 1 Inf")
+    assert "'a'" not in msg
