@@ -25,7 +25,10 @@ def score_files(dirs: Iterable[str | Path], benchmarks: Sequence[str]) -> list[P
         files = [d / f"{b}.json" for b in benchmarks]
         missing = [f.name for f in files if not f.is_file()]
         if missing:
-            raise FileNotFoundError(f"{d}: no score file {missing}; rerun its evaluation")
+            raise FileNotFoundError(
+                f"{d}: no score file {missing}; redo its evaluation with "
+                f"`snakemake --forcerun {d}` (with your usual --configfile/--profile)"
+            )
         out += files
     return out
 
