@@ -37,7 +37,7 @@ class ScoreFileError(ValueError):
 
 def redo_command(path: str | Path) -> str:
     """The command that re-scores the model a score file belongs to (its folder is the output)."""
-    return f"snakemake --forcerun {Path(path).parent} (with your usual --configfile/--profile)"
+    return f"snakemake --forcerun {Path(path).parent}"
 
 
 def read_score_file(path: str | Path) -> dict[str, Any]:
@@ -48,7 +48,9 @@ def read_score_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
 
     def fail(why: str) -> ScoreFileError:
-        return ScoreFileError(f"{path}: {why}; redo it with `{redo_command(path)}`")
+        return ScoreFileError(
+            f"{path}: {why}; redo it with `{redo_command(path)}` (with your usual --configfile/--profile)"
+        )
 
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
