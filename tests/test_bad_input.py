@@ -175,6 +175,7 @@ def _from_other_model(path):
     path.write_text(other.read_text())
 
 
+@pytest.mark.skip(reason="written at the deadline, not yet run once (needs demo_run): drop this mark once it passes")
 @pytest.mark.parametrize(
     "spoil, why",
     [(_truncate, "not valid JSON"), (_from_other_model, "but the file's path says")],
@@ -245,3 +246,28 @@ def test_nonfinite_merge_names_the_expert_it_came_from(tmp_path):
     msg = explain_nonfinite_merge(bad, base, experts)
     assert msg.startswith(f"the non-finite values come from expert 'b' ({tensor} (0 NaN, 1 Inf")
     assert "'a'" not in msg
+
+
+@pytest.mark.parametrize(
+    "spoil, why",
+    [(_truncate, "not valid JSON"), (_from_other_model, "model_id is 'base' but the file's path says 'expert-a'")],
+    ids=["truncated", "other-model"],
+)
+def test_collect_scores_names_a_spoiled_score_file_and_its_redo_command(tmp_path, spoil, why):
+    import json
+
+    from wildmerge.collect import collect_scores
+
+    scores = tmp_path / "results/scores/tb"
+    for model in ("base", "expert-a"):
+        (scores / model).mkdir(parents=True)
+        record = {"base": "tb", "model_id": model, "role": "base" if model == "base" else "expert",
+                  "n": 0 if model == "base" else 1, "benchmark": "x", "metric": "acc", "value": 0.5}
+        (scores / model / "x.json").write_text(json.dumps(record))
+    files = [scores / m / "x.json" for m in ("base", "expert-a")]
+    assert len(collect_scores(files)) == 2
+    spoil(files[1])
+    with pytest.raises(ValueError) as err:
+        collect_scores(files)
+    assert str(err.value).startswith(f"{files[1]}: {why}")
+    assert f"redo it with `snakemake --forcerun {files[1].parent}`" in str(err.value)
