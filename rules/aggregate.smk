@@ -1,5 +1,12 @@
 # Score files -> tidy scores.csv -> paper tables (CSV + Markdown) and figures.
 
+TABLE_FILES = expand(results("tables/{table}.{ext}"), table=TABLE_NAMES + ["paired"], ext=["md", "csv"])
+FIGURE_FILES = {
+    "accuracy": results("figures/accuracy_vs_n.png"),
+    "taskwise": expand(results("figures/taskwise_{base}.png"), base=list(STUDY.bases)),
+    "norm": results("figures/norm_vs_n.png"),
+}
+
 
 rule collect_scores:
     input:
@@ -14,6 +21,8 @@ rule collect_scores:
         results("logs/collect_scores.log"),
     params:
         benchmarks=BENCHMARKS,
+        # removed when a score file is invalid, so no table or figure outlives its scores.csv
+        derived=TABLE_FILES + [FIGURE_FILES["accuracy"], *FIGURE_FILES["taskwise"], FIGURE_FILES["norm"]],
     conda:
         "../envs/wildmerge.yaml"
     script:
@@ -25,7 +34,7 @@ rule tables:
         results("scores.csv"),
     output:
         report(
-            expand(results("tables/{table}.{ext}"), table=TABLE_NAMES + ["paired"], ext=["md", "csv"]),
+            TABLE_FILES,
             caption="../report/tables.rst",
             category="Tables",
         ),
@@ -45,17 +54,17 @@ rule figures:
         norms=results("norms.csv"),
     output:
         accuracy=report(
-            results("figures/accuracy_vs_n.png"),
+            FIGURE_FILES["accuracy"],
             caption="../report/accuracy_vs_n.rst",
             category="Figures",
         ),
         taskwise=report(
-            expand(results("figures/taskwise_{base}.png"), base=list(STUDY.bases)),
+            FIGURE_FILES["taskwise"],
             caption="../report/taskwise.rst",
             category="Figures",
         ),
         norm=report(
-            results("figures/norm_vs_n.png"),
+            FIGURE_FILES["norm"],
             caption="../report/norm_vs_n.rst",
             category="Figures",
         ),

@@ -13,16 +13,24 @@ from wildmerge.smk import export_pythonpath  # noqa: E402
 # jobs (local, conda or SLURM) import the wildmerge package from this checkout
 export_pythonpath(workflow.basedir)
 
+from wildmerge.configcheck import ConfigFileError, check_config_files, check_schema, check_sources  # noqa: E402
 from wildmerge.study import ConfigError, Study, check_study  # noqa: E402
 
 
-validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+CONFIG_FILES = [str(p) for p in (workflow.overwrite_configfiles or [f"{workflow.basedir}/config.yaml"])]
+try:  # short errors naming the file and key (snakemake's validate dumps the whole schema)
+    check_config_files(CONFIG_FILES)
+    check_schema(config, workflow.source_path("../schemas/config.schema.yaml"), CONFIG_FILES)
+except ConfigFileError as err:
+    raise WorkflowError(f"invalid config: {err}") from None
+validate(config, workflow.source_path("../schemas/config.schema.yaml"))  # sets the defaults
 
 try:
     STUDY = Study(config)
+    check_sources(STUDY)
     if workflow.is_main_process:  # not again in every cluster job
         check_study(STUDY, config)
-except (ConfigError, ValueError) as err:
+except (ConfigError, ConfigFileError, ValueError) as err:
     raise WorkflowError(f"invalid config: {err}") from None
 
 R = STUDY.results

@@ -3,8 +3,10 @@
 import time
 from pathlib import Path
 
+from wildmerge.failures import clear, record, refuse_if_recorded
+from wildmerge.finite import NonFiniteWeightsError, explain_nonfinite_merge
 from wildmerge.geometry import task_vector_norm
-from wildmerge.merging import merge
+from wildmerge.merging import NonFiniteTensorError, merge
 from wildmerge.provenance import atomic_write_json, model_hash, read_json, versions
 from wildmerge.smk import limit_threads, setup_logging
 
@@ -23,16 +25,30 @@ log.info(
     "merging %d experts %s into %s with %s %s",
     len(spec["members"]), spec["members"], smk.input.base, spec["mergekit_method"], spec["params"],
 )
-merge(
-    smk.input.base,
-    list(smk.input.experts),
-    spec["mergekit_method"],
-    spec["params"],
-    out_dir,
-    dtype=smk.params.dtype,
-    device=smk.params.device,
-    tokenizer_source=tokenizer_source,
-)
+marker = Path(str(smk.log[0]) + ".failed.json")
+refuse_if_recorded(marker, [smk.input.base, *smk.input.experts, *smk.input.info])
+try:
+    merge(
+        smk.input.base,
+        list(smk.input.experts),
+        spec["mergekit_method"],
+        spec["params"],
+        out_dir,
+        dtype=smk.params.dtype,
+        device=smk.params.device,
+        tokenizer_source=tokenizer_source,
+    )
+except NonFiniteTensorError as err:
+    cause = explain_nonfinite_merge(
+        getattr(err, "tensors", []), smk.input.base, dict(zip(spec["members"], smk.input.experts))
+    )
+    message = (
+        f"merge {spec['merge_id']} of base '{spec['base']}' (method {spec['method']} "
+        f"{spec['params']}, experts {spec['members']}): {err}; {cause}"
+    )
+    record(marker, message)
+    raise NonFiniteWeightsError(message) from None
+clear(marker)
 t_merge = time.time() - t0
 norm = task_vector_norm(smk.input.base, out_dir)
 manifest = {

@@ -8,6 +8,7 @@ from typing import Iterable, Sequence
 import pandas as pd
 
 from wildmerge.provenance import read_json
+from wildmerge.scorecheck import read_score_file
 
 SCORE_COLUMNS = [
     "base", "model_id", "role", "method", "n", "subset_id", "members",
@@ -24,15 +25,19 @@ def score_files(dirs: Iterable[str | Path], benchmarks: Sequence[str]) -> list[P
         files = [d / f"{b}.json" for b in benchmarks]
         missing = [f.name for f in files if not f.is_file()]
         if missing:
-            raise FileNotFoundError(f"{d}: no score file {missing}; rerun its evaluation")
+            raise FileNotFoundError(
+                f"{d}: no score file {missing}; redo its evaluation with "
+                f"`snakemake --forcerun {d}` (with your usual --configfile/--profile)"
+            )
         out += files
     return out
 
 
 def collect_scores(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """One tidy row per score file; each file is validated first (ScoreFileError names it)."""
     rows = []
     for p in paths:
-        r = read_json(p)
+        r = read_score_file(p)
         rows.append(
             {
                 "base": r["base"],

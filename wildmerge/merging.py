@@ -252,9 +252,11 @@ def _check_finite(directory: Path) -> int:
             for name, tensor in torch.load(file, map_location="cpu", weights_only=True).items():
                 check(name, tensor)
     if bad:
-        raise NonFiniteTensorError(
+        err = NonFiniteTensorError(
             f"Merged model has non-finite values in {len(bad)} tensor(s): " + "; ".join(bad)
         )
+        err.tensors = bad  # type: ignore[attr-defined]  # which inputs to re-check
+        raise err
     if count == 0:
         raise RuntimeError(f"Merge wrote no tensors to {directory}")
     return count

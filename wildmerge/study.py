@@ -378,12 +378,10 @@ def check_study(study: Study, config: Mapping[str, Any]) -> None:
         local, include = [*TASKS, GROUP], None
     missing = unknown_benchmarks(benchmarks, include, local)
     if missing:
-        raise ConfigError(
-            f"evaluation.benchmarks{' / homogeneous.*.benchmarks' if suite_benchmarks else ''}: "
-            f"lm-eval has no task {missing}"
-            + (f" (searched its built-in tasks and include_path={include})" if include else
-               " (searched its built-in tasks; set evaluation.include_path for your own task YAMLs)")
-        )
+        from wildmerge.configcheck import unknown_benchmark_message
+
+        key = f"evaluation.benchmarks{' / homogeneous.*.benchmarks' if suite_benchmarks else ''}"
+        raise ConfigError(unknown_benchmark_message(key, missing, include, local))
     if passed is not None:
         try:
             passed.parent.mkdir(parents=True, exist_ok=True)

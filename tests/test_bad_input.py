@@ -1,0 +1,268 @@
+"""Bad input never turns into a wrong table: each bad config, checkpoint or score file is
+fed to the workflow, which must stop with a short message naming the file/key and the fix,
+and write nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from workflow_helpers import REPO, smk
+
+DEMO = (REPO / "config.yaml").read_text()
+
+
+def _dry_run_fails(tmp_path, text: str):
+    cfg = tmp_path / "study.yaml"
+    cfg.write_text(text)
+    proc = smk(tmp_path, "-n", config=cfg, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert not (tmp_path / "results").exists()  # nothing written
+    return out
+
+
+def test_duplicate_yaml_key_names_both_lines(tmp_path):
+    text = DEMO.replace("      compare: demo:compare\n", "      compare: demo:compare\n      arith: demo:facts\n")
+    out = _dry_run_fails(tmp_path, text)
+    lines = text.splitlines()
+    first, second = [i + 1 for i, line in enumerate(lines) if line.strip().startswith("arith:")]
+    assert f"study.yaml: key 'arith' appears twice in one mapping (lines {first} and {second})" in out
+
+
+def test_same_checkpoint_under_two_names(tmp_path):
+    out = _dry_run_fails(tmp_path, DEMO.replace("      compare: demo:compare\n", "      compare: demo:arith\n"))
+    assert "bases.tiny-llama.experts: 'arith' and 'compare' are the same checkpoint (demo:arith)" in out
+
+
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        ("methods:", "methds:", "(top level): unknown key `methds` (did you mean `methods`?)"),
+        (
+            "      arith: demo:arith\n",
+            "      arith: {source: demo:arith, revison: main}\n",
+            "bases.tiny-llama.experts.arith: unknown key `revison` (did you mean `revision`?); "
+            "allowed: source, revision, trust_remote_code",
+        ),
+    ],
+    ids=["top-level", "checkpoint-mapping"],
+)
+def test_schema_error_is_a_few_lines_with_a_close_match(tmp_path, old, new, expected):
+    out = _dry_run_fails(tmp_path, DEMO.replace(old, new))
+    assert expected in out
+    assert "study.yaml" in out
+    assert "is not valid under any of the given schemas" not in out
+    assert "additionalProperties" not in out  # no schema dump
+    assert len(out.splitlines()) < 15
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("models/ghost", "'models/ghost' is not a local directory (models/ghost does not exist) and not a hub id (org/name"),
+        ("meta-llama//Llama 3", "'meta-llama//Llama 3' is not a local directory"),
+        ("org/name/extra", "'org/name/extra' is not a local directory"),
+        ("https://huggingface.co/org/name", "for a hub URL write only the id: org/name"),
+    ],
+)
+def test_source_neither_directory_nor_hub_id(tmp_path, source, expected):
+    (tmp_path / "models").mkdir()  # so "models/ghost" is meant as a local path
+    out = _dry_run_fails(tmp_path, DEMO.replace("      arith: demo:arith\n", f"      arith: '{source}'\n"))
+    assert f"bases.tiny-llama.experts.arith: '{source}' is not a local directory" in out
+    assert expected in out
+    assert "MissingInputException" not in out
+
+
+def test_unknown_benchmark_names_the_index_and_close_matches(tmp_path):
+    out = _dry_run_fails(tmp_path, DEMO.replace("demo_count]", "demo_cuont]"))
+    assert "lm-eval has no task ['demo_cuont']; searched the demo tasks (evaluation.include_path: demo)" in out
+    assert "demo_cuont: close matches demo_count" in out
+    assert "set evaluation.include_path" not in out  # it is set already
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _tiny_study(tmp_path, **experts_extra):
+    """A study of tiny local checkpoints (no demo training): base, experts a and b."""
+    import shutil
+
+    import yaml
+    from test_preflight import make_ckpt
+
+    base = make_ckpt(tmp_path / "ckpt" / "base")
+    experts = {e: shutil.copytree(base, tmp_path / "ckpt" / e) for e in ("a", "b")}
+    cfg = yaml.safe_load(DEMO)
+    cfg["bases"] = {"tiny": {"model": str(base), "experts": {e: str(d) for e, d in experts.items()}}}
+    cfg["subsets"] = {"sizes": [2], "per_size": 1, "seed": 0}
+    cfg["tables"] = {"table1": ["ta"]}
+    return cfg, base, experts
+
+
+def _poison(model_dir, value=float("nan")) -> str:
+    """Set one element of one tensor of a checkpoint to NaN/Inf; return the tensor's name."""
+    from safetensors.torch import load_file, save_file
+
+    f = model_dir / "model.safetensors"
+    tensors = load_file(f)
+    name = sorted(n for n in tensors if n.endswith("mlp.down_proj.weight"))[0]
+    tensors[name][0, 0] = value
+    save_file(tensors, f, metadata={"format": "pt"})
+    return name
+
+
+def test_nonfinite_checkpoint_stops_preflight_and_is_not_retried(tmp_path):
+    import yaml
+
+    cfg, _, experts = _tiny_study(tmp_path)
+    tensor = _poison(experts["b"])
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    target = "results/demo/checkpoints/tiny/expert-b.json"
+    proc = smk(tmp_path, "--cores", "1", "--retries", "2", target, config=config, check=False)
+    log = (tmp_path / "results/demo/logs/checkpoint_info/tiny/expert-b.log").read_text()
+    assert proc.returncode != 0
+    assert not (tmp_path / target).exists()
+    named = f"expert 'b' ({experts['b']}, config key bases.tiny.experts.b) has non-finite weights in 1 tensor(s): {tensor} (1 NaN, 0 Inf"
+    assert named in log
+    # Snakemake retried twice; the last attempt failed at once with the recorded message
+    assert (proc.stdout + proc.stderr).count("Error in rule checkpoint_info") == 3
+    assert "not retried: this failure is deterministic" in log
+    # a fixed checkpoint (newer than the record) is checked again and passes
+    _poison(experts["b"], 0.0)
+    smk(tmp_path, "--cores", "1", target, config=config)
+    assert (tmp_path / target).exists()
+
+
+def test_merge_that_overflows_names_the_experts_and_is_not_retried(tmp_path):
+    import yaml
+    from test_preflight import make_ckpt
+
+    from workflow_helpers import dry_run_job_wildcards
+
+    cfg, base, experts = _tiny_study(tmp_path)
+    make_ckpt(tmp_path / "ckpt" / "b-trained", seed=1)  # b: other weights, same layout
+    experts["b"] = tmp_path / "ckpt" / "b-trained"
+    cfg["bases"]["tiny"]["experts"]["b"] = str(experts["b"])
+    cfg["methods"] = {"ta": {"method": "task_arithmetic", "params": {"lambda": 1.0e39, "normalize": False}}}
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    (wc,) = dry_run_job_wildcards(tmp_path, config=config)["merge"]
+    mid = wc.split("merge=")[1].split(",")[0].strip()
+    target = f"results/demo/manifests/tiny/{mid}.json"
+    proc = smk(tmp_path, "--cores", "1", "--retries", "1", target, config=config, check=False)
+    assert proc.returncode != 0
+    log = (tmp_path / f"results/demo/logs/merge/tiny/{mid}.log").read_text()
+    assert f"merge {mid} of base 'tiny' (method ta" in log
+    assert "experts ['a', 'b']" in log and "non-finite values in" in log
+    assert "the inputs of these tensors are finite in the base and in every expert (a, b)" in log
+    assert "not retried: this failure is deterministic" in log
+    assert not (tmp_path / target).exists()
+    assert not list((tmp_path / "results/demo/models/tiny").glob("*"))  # no merged model left
+
+
+# --------------------------------------------------------------------------- score files
+
+
+def _truncate(path):
+    path.write_text(path.read_text()[:40])
+
+
+def _from_other_model(path):
+    other = sorted(p for p in path.parent.parent.iterdir() if p != path.parent)[0] / path.name
+    path.write_text(other.read_text())
+
+
+@pytest.mark.parametrize("spoil, why", [(_truncate, "not valid JSON")], ids=["truncated"])
+def test_spoiled_score_file_stops_aggregation_and_no_table_looks_current(demo_run, tmp_path, spoil, why):
+    import shutil
+
+    work = Path(shutil.copytree(demo_run, tmp_path / "work", symlinks=True))
+    res = work / "results/demo"
+    score = res / "scores/tiny-llama/expert-arith/demo_arith.json"
+    spoil(score)
+    proc = smk(work, "--cores", "1", "--forcerun", "collect_scores", check=False)
+    out = proc.stdout + proc.stderr + (res / "logs/collect_scores.log").read_text()
+    assert proc.returncode != 0
+    assert f"results/demo/scores/tiny-llama/expert-arith/demo_arith.json: {why}" in out
+    assert "redo it with `snakemake --forcerun results/demo/scores/tiny-llama/expert-arith" in out
+    assert "JSONDecodeError" not in out
+    assert not (res / "scores.csv").exists()
+    # nothing made from the previous scores.csv is left looking current
+    assert not list((res / "tables").glob("*"))
+    assert not (res / "figures/accuracy_vs_n.png").exists()
+
+
+def test_partial_merge_of_a_killed_run_is_removed_after_a_config_change(tmp_path):
+    import yaml
+
+    cfg, _, _ = _tiny_study(tmp_path)
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    # a merge killed mid-write, of a method the config no longer has
+    partial = tmp_path / "results/demo/models/tiny/m-0123456789ab.partial"
+    partial.mkdir(parents=True)
+    (partial / "model-00001-of-00002.safetensors").write_bytes(b"\0" * 64)
+    smk(tmp_path, "-n", config=config)
+    assert partial.exists()  # a dry run changes nothing
+    proc = smk(tmp_path, "--cores", "1", "results/demo/checkpoints/tiny/base.json", config=config)
+    assert not partial.exists()
+    assert f"removed {partial.relative_to(tmp_path)} (left by a killed merge)" in proc.stderr
+
+
+def test_missing_tokenizer_stops_preflight_naming_the_checkpoint(tmp_path):
+    import yaml
+
+    cfg, _, experts = _tiny_study(tmp_path)
+    for f in experts["a"].iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens")):
+            f.unlink()
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    target = "results/demo/checkpoints/tiny/expert-a.json"
+    proc = smk(tmp_path, "--cores", "1", target, config=config, check=False)
+    log = (tmp_path / "results/demo/logs/checkpoint_info/tiny/expert-a.log").read_text()
+    assert proc.returncode != 0
+    assert f"expert 'a' ({experts['a']}): its tokenizer cannot be loaded, so its evaluation would fail" in log
+    assert not (tmp_path / target).exists()
+
+
+def test_nonfinite_merge_names_the_expert_it_came_from(tmp_path):
+    """When pre-flight was bypassed (a checkpoint replaced after it passed), the merge's
+    message re-checks the offending tensors' inputs and names the expert."""
+    from wildmerge.finite import explain_nonfinite_merge, nonfinite_tensors
+
+    _, base, experts = _tiny_study(tmp_path)
+    tensor = _poison(experts["b"], float("inf"))
+    bad = nonfinite_tensors(experts["b"])
+    assert bad == [f"{tensor} (0 NaN, 1 Inf of 512)"]
+    msg = explain_nonfinite_merge(bad, base, experts)
+    assert msg.startswith(f"the non-finite values come from expert 'b' ({tensor} (0 NaN, 1 Inf")
+    assert "'a'" not in msg
+
+
+@pytest.mark.parametrize(
+    "spoil, why",
+    [(_truncate, "not valid JSON"), (_from_other_model, "model_id is 'base' but the file's path says 'expert-a'")],
+    ids=["truncated", "other-model"],
+)
+def test_collect_scores_names_a_spoiled_score_file_and_its_redo_command(tmp_path, spoil, why):
+    import json
+
+    from wildmerge.collect import collect_scores
+
+    scores = tmp_path / "results/scores/tb"
+    for model in ("base", "expert-a"):
+        (scores / model).mkdir(parents=True)
+        record = {"base": "tb", "model_id": model, "role": "base" if model == "base" else "expert",
+                  "n": 0 if model == "base" else 1, "benchmark": "x", "metric": "acc", "value": 0.5}
+        (scores / model / "x.json").write_text(json.dumps(record))
+    files = [scores / m / "x.json" for m in ("base", "expert-a")]
+    assert len(collect_scores(files)) == 2
+    spoil(files[1])
+    with pytest.raises(ValueError) as err:
+        collect_scores(files)
+    assert str(err.value).startswith(f"{files[1]}: {why}")
+    assert f"redo it with `snakemake --forcerun {files[1].parent}`" in str(err.value)

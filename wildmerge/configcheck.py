@@ -1,0 +1,235 @@
+"""Config checks run at DAG build, before the schema defaults are applied: duplicate YAML
+keys, short schema errors (file, key path, what is allowed, a close match), checkpoint
+sources that are neither an existing local directory nor a hub id, and the same checkpoint
+listed under two names.
+
+Every check raises :class:`ConfigFileError` whose message is a few lines at most.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["ConfigFileError", "check_config_files", "check_sources", "close_match", "schema_problems"]
+
+#: A Hugging Face hub id: "org/name", one slash, letters, digits, "-", "_", ".".
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+_HUB_URL = re.compile(r"^https?://(?:www\.)?huggingface\.co/([^/]+/[^/?#]+)")
+#: How many schema errors are shown (each is one line).
+SHOW = 3
+
+
+class ConfigFileError(ValueError):
+    """A config file the study cannot run with; the message names the file and key."""
+
+
+# --------------------------------------------------------------------------- duplicate keys
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key repeated in one mapping (PyYAML keeps the last)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        try:
+            first = seen.get(key)
+        except TypeError:  # unhashable key: PyYAML reports it itself
+            continue
+        if first is not None:
+            raise ConfigFileError(
+                f"{loader.name}: key {key!r} appears twice in one mapping (lines {first} and "
+                f"{line}); YAML would silently keep only the second: rename or remove one"
+            )
+        seen[key] = line
+    loader.flatten_mapping(node)
+    return dict(loader.construct_pairs(node, deep=deep))
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_strict(path: str | Path) -> Any:
+    """Parse one YAML file, raising ConfigFileError on a duplicate key (naming both lines)."""
+    with open(path, encoding="utf-8") as f:
+        loader = _StrictLoader(f)
+        loader.name = str(path)
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+
+
+def check_config_files(paths: Iterable[str | Path]) -> None:
+    """Duplicate keys in any of the config files (JSON files are YAML too)."""
+    for p in paths:
+        if Path(p).is_file():
+            load_strict(p)
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def close_match(word: str, options: Iterable[str]) -> str:
+    """' (did you mean `x`?)' for a close option, else ''."""
+    found = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    return f" (did you mean `{found[0]}`?)" if found else ""
+
+
+def _key_path(path: Iterable[Any]) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def _allowed(schema: Mapping[str, Any]) -> str:
+    if "enum" in schema:
+        return "one of " + ", ".join(map(repr, schema["enum"]))
+    t = schema.get("type")
+    if isinstance(t, list):
+        return " or ".join(t)
+    return str(t) if t else "see schemas/config.schema.yaml"
+
+
+def _describe(err: Any) -> str:
+    """One line for one jsonschema error, descending into oneOf/anyOf to the branch meant."""
+    if err.validator in ("oneOf", "anyOf") and err.context:
+        inst = err.instance
+        # the branch of the instance's own type (a mapping -> the object branch)
+        branches = err.schema[err.validator]
+        meant = [e for e in err.context if _type_ok(branches[e.schema_path[0]], inst)]
+        if meant:
+            deepest = max(meant, key=lambda e: len(e.absolute_path))
+            return _describe(deepest)
+        kinds = " or ".join(_allowed(s) for s in err.schema[err.validator])
+        return f"{_key_path(err.absolute_path)}: expected {kinds}, got {inst!r:.60}"
+    where = _key_path(err.absolute_path)
+    if err.validator == "additionalProperties" and isinstance(err.instance, Mapping):
+        allowed = list((err.schema.get("properties") or {}))
+        extra = [k for k in err.instance if k not in allowed]
+        if allowed:
+            shown = ", ".join(allowed)
+            return "; ".join(
+                f"{where}: unknown key `{k}`{close_match(k, allowed)}; allowed: {shown}" for k in extra
+            )
+    if err.validator == "required":
+        return f"{where}: {err.message}"
+    if err.validator == "propertyNames":
+        return f"{where}: name {err.instance!r} is not allowed ({err.message})"
+    if err.validator == "enum":
+        return f"{where}: {err.instance!r} is not allowed{close_match(err.instance, err.validator_value)}; allowed: " + ", ".join(map(repr, err.validator_value))
+    return f"{where}: {err.message[:200]}"
+
+
+def _type_ok(schema: Mapping[str, Any], inst: Any) -> bool:
+    t = schema.get("type")
+    types = t if isinstance(t, list) else [t]
+    py = {"object": Mapping, "string": str, "array": list, "boolean": bool, "integer": int,
+          "number": (int, float), "null": type(None)}
+    return t is None or any(isinstance(inst, py.get(x, object)) for x in types)
+
+
+def schema_problems(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    """Short descriptions of every schema violation (empty when the config is valid)."""
+    from jsonschema import Draft202012Validator
+
+    errors = sorted(Draft202012Validator(schema).iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    return [_describe(e) for e in errors]
+
+
+def check_schema(config: Mapping[str, Any], schema_path: str | Path, files: list[str]) -> None:
+    schema = load_strict(schema_path)
+    problems = schema_problems(config, schema)
+    if problems:
+        shown = problems[:SHOW] + ([f"... and {len(problems) - SHOW} more"] if len(problems) > SHOW else [])
+        src = ", ".join(files) or "the config"
+        raise ConfigFileError(f"{src}:\n  " + "\n  ".join(shown))
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def _source_problem(source: str) -> str | None:
+    """Why ``source`` is neither an existing local directory nor a hub id (None if it is one)."""
+    if source.startswith("demo:") or os.path.isdir(source):
+        return None
+    looks_local = source.startswith(("/", "./", "../", "~")) or os.sep in source and os.path.isdir(source.split(os.sep)[0])
+    if HUB_ID.match(source) and not looks_local:
+        return None
+    hint = ""
+    url = _HUB_URL.match(source)
+    if url:
+        hint = f"; for a hub URL write only the id: {url.group(1)}"
+    elif looks_local and HUB_ID.match(source):
+        hint = f"; it is read as a local path because {source.split(os.sep)[0]}/ exists here"
+    return (
+        f"{source!r} is not a local directory ({source} does not exist) and not a hub id "
+        f"(org/name: one '/', letters, digits, '-', '_', '.'){hint}"
+    )
+
+
+def check_sources(study: Any) -> None:
+    """Every checkpoint source is demo:, an existing directory or a hub id; no checkpoint is
+    listed twice under different names in one base's pool."""
+    problems: list[str] = []
+    for bname, b in study.bases.items():
+        named = [(f"bases.{bname}.model", b.model)] + [
+            (f"bases.{bname}.experts.{e}", c) for e, c in b.experts.items()
+        ]
+        for key, ck in named:
+            why = _source_problem(ck.source)
+            if why:
+                problems.append(f"{key}: {why}")
+        by_id: dict[str, str] = {}
+        for e, c in b.experts.items():
+            first = by_id.setdefault(c.identity, e)
+            if first != e:
+                problems.append(
+                    f"bases.{bname}.experts: {first!r} and {e!r} are the same checkpoint "
+                    f"({c.identity}); subsets would hold it twice: remove one"
+                )
+    if problems:
+        raise ConfigFileError("\n  ".join(problems[:SHOW * 2]))
+
+
+# --------------------------------------------------------------------------- benchmarks
+
+
+def unknown_benchmark_message(key: str, missing: list[str], include: str | None, local: list[str]) -> str:
+    """What was searched for ``missing`` benchmarks, and the close matches in each index."""
+    from wildmerge.evaluation import _builtin_task_names
+
+    known: set[str] = set(local)
+    if local:
+        searched = ["the demo tasks (evaluation.include_path: demo)"]
+    elif include:
+        if Path(include).is_dir():
+            from lm_eval.tasks import TaskManager
+
+            known |= set(TaskManager(include_path=str(include), include_defaults=False).all_tasks)
+            searched = [f"evaluation.include_path={include}"]
+        else:
+            searched = [f"evaluation.include_path={include} (no such directory)"]
+    else:
+        searched = []
+    builtin = _builtin_task_names()
+    searched.append(f"lm-eval's {len(builtin)} built-in tasks")
+    lines = [f"{key}: lm-eval has no task {missing}; searched {' and '.join(searched)}"]
+    for m in missing:
+        near = difflib.get_close_matches(m, sorted(known | builtin), n=3, cutoff=0.6)
+        if near:
+            lines.append(f"  {m}: close matches {', '.join(near)}")
+    if not include and not local:
+        lines.append("  for your own task YAMLs set evaluation.include_path")
+    return "\n".join(lines)
