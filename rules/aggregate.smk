@@ -3,7 +3,7 @@
 
 rule collect_scores:
     input:
-        scores=STUDY.all_score_dirs(),
+        scores=STUDY.all_score_files(),
         manifests=[
             f"{R}/manifests/{b.name}/{m}.json" for b in STUDY.bases.values() for m in b.merges
         ],
