@@ -5,16 +5,16 @@
 # same benchmarks share one rule (wildcards constrained to them); a model whose scores are
 # all current has no rule: its files are plain inputs of the aggregation.
 import functools
-import re as _re
 
+from wildmerge.smk import alternatives_regex
 from wildmerge.subsets import stable_hash as _stable_hash
 
 
-def _alternatives(values):
-    return "|".join(_re.escape(v) for v in sorted(set(values)))
-
-
+_EVALUATED = set(STUDY.evaluated_models())
 for _names, _pairs in sorted(STUDY.pending_evaluations().items()):
+    # the common cases (a new study, an added benchmark, a changed score setting) give every
+    # model the same benchmarks: no constraint beyond the global one (a long one slows the DAG)
+    _everyone = set(_pairs) == _EVALUATED
 
     rule:
         name:
@@ -28,8 +28,8 @@ for _names, _pairs in sorted(STUDY.pending_evaluations().items()):
         benchmark:
             results("benchmarks/evaluate/{base}/{model}.tsv")
         wildcard_constraints:
-            base=_alternatives(b for b, _ in _pairs),
-            model=_alternatives(m for _, m in _pairs),
+            base="[^/]+" if _everyone else alternatives_regex(b for b, _ in _pairs),
+            model="[^/]+" if _everyone else alternatives_regex(m for _, m in _pairs),
         params:
             spec=functools.partial(eval_job_params, _names),
             benchmarks=[STUDY.benchmark_spec(n) for n in _names],
