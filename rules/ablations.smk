@@ -4,7 +4,7 @@
 
 rule ablation:
     input:
-        scores=ablation_score_dirs,
+        scores=ablation_score_files,
         manifests=ablation_manifests,
     output:
         table=results("ablations/{ablation}.csv"),

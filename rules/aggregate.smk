@@ -10,7 +10,7 @@ FIGURE_FILES = {
 
 rule collect_scores:
     input:
-        scores=STUDY.all_score_dirs(),
+        scores=STUDY.all_score_files(),
         manifests=[
             f"{R}/manifests/{b.name}/{m}.json" for b in STUDY.bases.values() for m in b.merges
         ],

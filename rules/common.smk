@@ -14,7 +14,7 @@ from wildmerge.smk import export_pythonpath  # noqa: E402
 export_pythonpath(workflow.basedir)
 
 from wildmerge.configcheck import ConfigFileError, check_config_files, check_schema, check_sources  # noqa: E402
-from wildmerge.study import ConfigError, Study, check_study  # noqa: E402
+from wildmerge.study import ConfigError, Study, canonical, check_study  # noqa: E402
 
 
 CONFIG_FILES = [str(p) for p in (workflow.overwrite_configfiles or [f"{workflow.basedir}/config.yaml"])]
@@ -34,7 +34,8 @@ except (ConfigError, ConfigFileError, ValueError) as err:
     raise WorkflowError(f"invalid config: {err}") from None
 
 R = STUDY.results
-BENCHMARKS = STUDY.benchmark_names
+# name order: reordering evaluation.benchmarks plans no job
+BENCHMARKS = sorted(STUDY.benchmark_names)
 MERGE_CFG = config.get("merge", {})
 EVAL_CFG = config["evaluation"]
 DEMO_CFG = config.get("demo", {})
@@ -73,15 +74,10 @@ def rule_resources(rule_name, **defaults):
 
 
 def eval_settings():
-    """lm-eval settings shared by every evaluation rule (recorded in each score file)."""
-    return {
-        "include_path": include_path(),
-        "batch_size": EVAL_CFG.get("batch_size", 32),
-        "device": EVAL_CFG.get("device", "cpu"),
-        "dtype": EVAL_CFG.get("dtype", "float32"),
-        "seed": EVAL_CFG.get("seed", 1234),
-        "limit": EVAL_CFG.get("limit"),
-    }
+    """lm-eval settings shared by every evaluation rule that can change a score (Snakemake
+    params: a change reruns the evaluations). Execution-only ones (batch size, device) are
+    read by the job from the config and only recorded in each score file."""
+    return {**STUDY.score_settings(), "include_path": include_path()}
 
 
 def include_path():
@@ -115,7 +111,7 @@ def merge_params(wildcards):
         "merge_id": m.merge_id,
         "method": m.method,
         "mergekit_method": m.mergekit_method,
-        "params": dict(m.params),
+        "params": canonical(m.params),
         "n": m.subset.n,
         "subset_id": m.subset.subset_id,
         "members": list(m.subset.members),
@@ -159,10 +155,18 @@ def eval_params(wildcards):
     }
 
 
-def ablation_score_dirs(wildcards):
+def ablation_score_files(wildcards):
     pairs = STUDY.ablation_merge_ids(wildcards.ablation)
     bases = dict.fromkeys(b for b, _ in pairs)
-    return [STUDY.score_dir(b, "base") for b in bases] + [STUDY.score_dir(b, m) for b, m in pairs]
+    return STUDY.score_files([(b, "base") for b in bases] + pairs)
+
+
+def eval_job_params(names, wildcards):
+    """Params of an evaluation job over `names`, with each score file's key."""
+    return {
+        **eval_params(wildcards),
+        "score_keys": {n: STUDY.score_key(wildcards.base, wildcards.model, n) for n in names},
+    }
 
 
 def ablation_manifests(wildcards):

@@ -13,8 +13,8 @@ rule merge:
         results("benchmarks/merge/{base}/{merge}.tsv")
     params:
         spec=merge_params,
+        # merge.device is execution-only: read by the job from the config, not a param
         dtype=MERGE_CFG.get("dtype", "float32"),
-        device=MERGE_CFG.get("device", "cpu"),
     threads: 1
     resources:
         **rule_resources("merge", gpu=1),

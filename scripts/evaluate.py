@@ -1,4 +1,4 @@
-"""Score one model on every configured benchmark (one JSON per benchmark)."""
+"""Score one model on a list of benchmarks (one JSON per benchmark), model loaded once."""
 
 from wildmerge.evaluation import evaluate_model
 from wildmerge.provenance import read_json
@@ -9,7 +9,11 @@ log = setup_logging(smk)
 limit_threads(smk)
 p = smk.params
 info = read_json(smk.input.info)
-out_files = {b["name"]: f"{smk.output.scores}/{b['name']}.json" for b in p.benchmarks}
+names = [b["name"] for b in p.benchmarks]
+if hasattr(smk.output, "scores"):  # one folder of score files (evaluate_suite)
+    out_files = {n: f"{smk.output.scores}/{n}.json" for n in names}
+else:  # one output file per benchmark, in the order of params.benchmarks (evaluate)
+    out_files = dict(zip(names, smk.output))
 provenance = {**p.spec["identity"]}
 if p.spec["identity"]["role"] == "merged":
     provenance["merge"] = info
@@ -17,17 +21,21 @@ if p.spec["identity"]["role"] == "merged":
 else:
     provenance["checkpoint"] = info
     provenance["model_sha256"] = info["sha256"]
+# execution-only settings: not params (changing them reruns nothing), recorded per score file
+ev = smk.config["evaluation"]
+keys = p.spec.get("score_keys") or {}
 values = evaluate_model(
     smk.input.model,
     p.benchmarks,
     out_files,
     include_path=p.include_path,
-    batch_size=p.batch_size,
-    device=p.device,
+    batch_size=ev.get("batch_size", 32),
+    device=ev.get("device", "cpu"),
     dtype=p.dtype,
     seed=p.seed,
     limit=p.limit,
     provenance=provenance,
+    per_benchmark={n: {"score_key": k} for n, k in keys.items()},
     trust_remote_code=p.spec["trust_remote_code"],
 )
 for name, value in values.items():

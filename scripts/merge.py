@@ -14,6 +14,7 @@ smk = snakemake  # noqa: F821
 log = setup_logging(smk)
 limit_threads(smk)
 spec = smk.params.spec
+device = (smk.config.get("merge") or {}).get("device", "cpu")  # execution-only: not a param
 out_dir = Path(smk.output.model)
 info = [read_json(p) for p in smk.input.info]
 # pre-flight resolved a vocabulary mismatch of a member: let mergekit reconcile the tokenizers
@@ -35,7 +36,7 @@ try:
         spec["params"],
         out_dir,
         dtype=smk.params.dtype,
-        device=smk.params.device,
+        device=device,
         tokenizer_source=tokenizer_source,
     )
 except NonFiniteTensorError as err:
@@ -62,7 +63,7 @@ manifest = {
     "task_vector_l2": norm,
     "merge_seconds": round(t_merge, 3),
     "dtype": smk.params.dtype,
-    "device": smk.params.device,
+    "device": device,
     "versions": versions(),
 }
 atomic_write_json(Path(smk.output.manifest), manifest)

@@ -18,10 +18,16 @@ NORM_COLUMNS = ["base", "model_id", "method", "n", "subset_id", "members", "l2_n
 
 
 def score_files(dirs: Iterable[str | Path], benchmarks: Sequence[str]) -> list[Path]:
-    """The ``<benchmark>.json`` of every benchmark in every model's score folder, in order;
+    """The ``<benchmark>.json`` of every benchmark in every model's score folder (or each
+    score file given as such), in order;
     a missing one is an error naming the folder (never averaged over fewer benchmarks)."""
     out: list[Path] = []
     for d in map(Path, dirs):
+        if d.suffix == ".json":  # a score file itself
+            if not d.is_file():
+                raise FileNotFoundError(f"{d}: no such score file; rerun its evaluation")
+            out.append(d)
+            continue
         files = [d / f"{b}.json" for b in benchmarks]
         missing = [f.name for f in files if not f.is_file()]
         if missing:

@@ -123,9 +123,11 @@ def evaluate_model(
     seed: int = 1234,
     limit: int | None = None,
     provenance: Mapping[str, Any] | None = None,
+    per_benchmark: Mapping[str, Mapping[str, Any]] | None = None,
     trust_remote_code: bool = False,
 ) -> dict[str, float]:
-    """Evaluate ``model_dir`` on ``benchmarks``; write ``out_files[name]`` per benchmark.
+    """Evaluate ``model_dir`` on ``benchmarks``; write ``out_files[name]`` per benchmark
+    (``provenance`` and ``per_benchmark[name]`` are added to each file's record).
 
     Returns {benchmark: value}.
     """
@@ -202,6 +204,7 @@ def evaluate_model(
                 },
                 "versions": versions(),
                 **dict(provenance or {}),
+                **dict((per_benchmark or {}).get(name, {})),
             }
             atomic_write_json(Path(out_files[name]), record)
             values[name] = record["value"]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
-from typing import Any
+from typing import Any, Iterable
 
 
 def setup_logging(snakemake: Any) -> logging.Logger:
@@ -41,3 +42,25 @@ def limit_threads(snakemake: Any) -> int:
     n = max(1, int(getattr(snakemake, "threads", 1) or 1))
     torch.set_num_threads(n)
     return n
+
+
+def alternatives_regex(values: Iterable[str]) -> str:
+    """A regex matching exactly ``values``, as a trie (``a(?:b|c)``): a wildcard constraint over
+    thousands of ids stays linear in the id's length (a flat ``a|b|...`` alternation is tried
+    one alternative at a time, for every file Snakemake matches against the rule)."""
+    trie: dict[str, Any] = {}
+    for v in sorted(set(values)):
+        node = trie
+        for ch in v:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def emit(node: dict[str, Any]) -> str:
+        end = "" in node
+        branches = [re.escape(ch) + emit(child) for ch, child in sorted(node.items()) if ch]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 and not end else "(?:" + "|".join(branches) + ")"
+        return body + ("?" if end else "")
+
+    return emit(trie)

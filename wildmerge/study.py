@@ -6,6 +6,7 @@ alone: no model is downloaded or read.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -21,6 +22,16 @@ DEMO_PREFIX = "demo:"
 DEMO_ROOT = Path("resources/demo")
 HUB_ROOT = Path("resources/hub")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+def canonical(obj: Any) -> Any:
+    """``obj`` with every mapping's keys sorted (recursively): the form given to Snakemake as
+    params, so reordering keys in the config plans no job."""
+    if isinstance(obj, Mapping):
+        return {str(k): canonical(obj[k]) for k in sorted(obj, key=str)}
+    if isinstance(obj, (list, tuple)):
+        return [canonical(v) for v in obj]
+    return obj
 
 
 class ConfigError(ValueError):
@@ -319,8 +330,77 @@ class Study:
         """Folder of a model's score files, one ``<benchmark>.json`` per benchmark."""
         return f"{self.results}/scores/{base}/{model}"
 
+    def score_file(self, base: str, model: str, bench: str) -> str:
+        return f"{self.score_dir(base, model)}/{bench}.json"
+
+    def score_files(self, pairs: list[tuple[str, str]]) -> list[str]:
+        """Every benchmark's score file of each (base, model), benchmarks in name order."""
+        return [self.score_file(b, m, n) for b, m in pairs for n in sorted(self.benchmark_names)]
+
     def all_score_dirs(self) -> list[str]:
         return [self.score_dir(b.name, m) for b in self.bases.values() for m in b.model_ids]
+
+    def all_score_files(self) -> list[str]:
+        return self.score_files([(b.name, m) for b in self.bases.values() for m in b.model_ids])
+
+    # ---- incremental reruns ----------------------------------------------------------
+    def benchmark_spec(self, name: str) -> dict[str, Any]:
+        """One benchmark's settings in canonical form (what a score depends on)."""
+        b = next(b for b in self.benchmarks if b["name"] == name)
+        return canonical({"name": name, "num_fewshot": b.get("num_fewshot"), "metric": b.get("metric")})
+
+    def score_settings(self) -> dict[str, Any]:
+        """Evaluation settings that can change a score (execution-only ones -- batch size,
+        device, resources, threads -- are left out; they are only recorded in provenance)."""
+        ev = self.config["evaluation"]
+        return {
+            "include_path": ev.get("include_path"),
+            "dtype": ev.get("dtype", "float32"),
+            "seed": ev.get("seed", 1234),
+            "limit": ev.get("limit"),
+        }
+
+    def score_key(self, base: str, model: str, bench: str) -> str:
+        """Hash of everything one (model, benchmark) score depends on, stored in its score
+        file: a file whose key differs from the config's is recomputed."""
+        if model.startswith("m-"):
+            ident: Any = {"merge": model, "merge_dtype": (self.config.get("merge") or {}).get("dtype", "float32")}
+        else:
+            ident = {"checkpoint": self.checkpoint(base, model).identity}
+        return stable_hash({"model": ident, "benchmark": self.benchmark_spec(bench),
+                            "settings": self.score_settings()}, 16)
+
+    def evaluated_models(self) -> list[tuple[str, str]]:
+        """(base, model) of every model scored on the study's benchmarks, each once."""
+        pairs = [(b.name, m) for b in self.bases.values() for m in b.model_ids]
+        for name in self.ablations:
+            bases = dict.fromkeys(b for b, _ in self.ablation_merge_ids(name))
+            pairs += [(b, "base") for b in bases] + self.ablation_merge_ids(name)
+        return list(dict.fromkeys(pairs))
+
+    def pending_benchmarks(self, base: str, model: str) -> tuple[str, ...]:
+        """Benchmarks (in name order) whose score file of this model is missing or was
+        computed with other score-relevant settings; () when every score is current."""
+        out = []
+        for name in sorted(self.benchmark_names):
+            try:
+                with open(self.score_file(base, model, name)) as f:
+                    current = json.load(f).get("score_key") == self.score_key(base, model, name)
+            except (OSError, ValueError):
+                current = False
+            if not current:
+                out.append(name)
+        return tuple(out)
+
+    def pending_evaluations(self) -> dict[tuple[str, ...], list[tuple[str, str]]]:
+        """Evaluation jobs to define: {benchmarks to score: the (base, model)s that need
+        exactly these}. Models whose scores are all current need no job."""
+        groups: dict[tuple[str, ...], list[tuple[str, str]]] = {}
+        for base, model in self.evaluated_models():
+            names = self.pending_benchmarks(base, model)
+            if names:
+                groups.setdefault(names, []).append((base, model))
+        return groups
 
     def merge(self, base: str, mid: str) -> Merge:
         b = self.bases[base]

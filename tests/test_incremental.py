@@ -1,0 +1,125 @@
+"""Incremental reruns (issue 10): a small real study, then one config change at a time,
+asserted from Snakemake's own dry-run job list and from the score files on disk."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from workflow_helpers import dry_run_job_wildcards, dry_run_jobs, smk, write_config
+
+BENCHES = ["demo_arith", "demo_compare"]
+AGGREGATION = {"collect_scores", "tables", "figures", "all"}
+SMALL = {
+    "study": "small",
+    "results": "results/small",
+    "demo": {"seed": 0, "n_eval": 20},
+    "bases": {"tiny-llama": {"model": "demo:base", "experts": {"arith": "demo:arith", "compare": "demo:compare"}}},
+    "subsets": {"sizes": [2], "per_size": 1, "seed": 0},
+    "methods": {"ties": {"method": "ties", "params": {"lambda": 1.0, "density": 0.5, "normalize": True}}},
+    "merge": {"dtype": "float32", "device": "cpu", "keep_models": False},
+    "evaluation": {"include_path": "demo", "benchmarks": list(BENCHES), "batch_size": 16,
+                   "device": "cpu", "dtype": "float32", "seed": 1234},
+    "tables": {"table1": ["ties"]},
+}
+MODELS = 4  # base, 2 experts, 1 merge
+
+
+def score_files(work: Path) -> dict[Path, tuple[int, int]]:
+    """Every score file -> (inode, mtime_ns)."""
+    return {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted((work / "results/small/scores").rglob("*.json"))}
+
+
+@pytest.fixture(scope="module")
+def small_study(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("small")
+    smk(work, "--cores", "2", config=write_config(work / "small.yaml", SMALL))
+    assert len(score_files(work)) == MODELS * len(BENCHES)
+    return work
+
+
+def changed(small_study: Path, name: str, edit) -> Path:
+    cfg = copy.deepcopy(SMALL)
+    edit(cfg)
+    return write_config(small_study / f"{name}.yaml", cfg)
+
+
+@pytest.mark.parametrize(
+    "name,edit",
+    [
+        ("batch_size", lambda c: c["evaluation"].update(batch_size=4)),
+        ("eval_device", lambda c: c["evaluation"].update(device="cpu:0")),
+        ("merge_device", lambda c: c["merge"].update(device="cpu:0")),
+        ("models_dir", lambda c: c["merge"].update(models_dir="scratch/models")),
+        ("resources", lambda c: c.update(resources={"evaluate": {"mem_mb": 1000}, "merge": {"runtime": 5}})),
+        ("param_order", lambda c: c["methods"]["ties"].update(
+            params={"normalize": True, "density": 0.5, "lambda": 1.0})),
+        ("bench_order", lambda c: c["evaluation"].update(benchmarks=BENCHES[::-1])),
+    ],
+)
+def test_execution_only_settings_and_no_op_edits_plan_no_job(small_study, name, edit):
+    assert dry_run_jobs(small_study, config=changed(small_study, name, edit)) == {}
+
+
+def test_yaml_formatting_and_comments_plan_no_job(small_study):
+    text = "# a comment\n" + yaml.safe_dump(SMALL, default_flow_style=True, sort_keys=True)
+    path = small_study / "flow.yaml"
+    path.write_text(text)
+    assert dry_run_jobs(small_study, config=path) == {}
+
+
+def test_removing_a_benchmark_reruns_only_the_aggregation(small_study):
+    cfg = changed(small_study, "fewer", lambda c: c["evaluation"].update(benchmarks=BENCHES[:1]))
+    assert set(dry_run_jobs(small_study, config=cfg)) == AGGREGATION
+
+
+def test_score_settings_rerun_every_evaluation(small_study):
+    cfg = changed(small_study, "seed", lambda c: c["evaluation"].update(seed=7))
+    jobs = dry_run_jobs(small_study, config=cfg)
+    assert jobs.pop("evaluate") == MODELS
+    assert jobs.pop("merge") == 1  # the temporary merged model is made again to be scored
+    assert set(jobs) == AGGREGATION
+
+
+def test_few_shot_of_one_benchmark_reruns_only_that_benchmark(small_study):
+    def edit(c):
+        c["evaluation"]["benchmarks"] = [BENCHES[0], {"name": BENCHES[1], "num_fewshot": 1}]
+
+    jobs = dry_run_jobs(small_study, config=changed(small_study, "fewshot", edit))
+    (rule,) = [r for r in jobs if r.startswith("evaluate")]
+    assert rule != "evaluate" and jobs.pop(rule) == MODELS  # a job over the one benchmark
+    assert jobs.pop("merge") == 1
+    assert set(jobs) == AGGREGATION
+
+
+def test_method_parameter_reruns_that_merge_only(small_study):
+    cfg = changed(small_study, "density", lambda c: c["methods"]["ties"]["params"].update(density=0.3))
+    jobs = dry_run_job_wildcards(small_study, config=cfg)
+    (merge,) = jobs.pop("merge")
+    assert jobs.pop("evaluate") == {merge.replace("merge=", "model=")}
+    assert set(jobs) == AGGREGATION
+
+
+def test_adding_a_benchmark_scores_only_the_new_pairs(small_study, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(small_study, work, symlinks=True)
+    before = score_files(work)
+    cfg = changed(work, "more", lambda c: c["evaluation"]["benchmarks"].append("demo_facts"))
+    jobs = dry_run_jobs(work, config=cfg)
+    (rule,) = [r for r in jobs if r.startswith("evaluate")]
+    assert jobs.pop(rule) == MODELS
+    assert jobs.pop("merge") == 1
+    assert set(jobs) == AGGREGATION
+
+    smk(work, "--cores", "2", config=cfg)
+    after = score_files(work)
+    assert {p: after[p] for p in before} == before  # old score files neither rewritten nor deleted
+    new = set(after) - set(before)
+    assert {p.name for p in new} == {"demo_facts.json"} and len(new) == MODELS
+    assert dry_run_jobs(work, config=cfg) == {}  # and the study is complete again
+    assert "demo_facts" in (work / "results/small/scores.csv").read_text()
