@@ -1,0 +1,141 @@
+"""Hub checkpoints against a local hub-compatible server: lock, resume, verification, clear failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save
+
+from hub_server import HubServer, HubState, Repo
+
+TOKEN = "hf_wildmergeTESTsecret0123456789"
+
+
+def model_files(seed: int, rows: int = 64) -> dict[str, bytes]:
+    rng = np.random.default_rng(seed)
+    return {
+        "config.json": json.dumps({"model_type": "llama", "hidden_size": 8}).encode(),
+        "model.safetensors": save({"w": rng.standard_normal((rows, 256)).astype(np.float32)}),
+    }
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[tuple[HubState, dict[str, str]]]:
+    state = HubState()
+    with HubServer(state) as url:
+        env = {**os.environ, "HF_ENDPOINT": url, "HF_HUB_OFFLINE": "0", "HF_HUB_CACHE": str(tmp_path / "hfcache"),
+               "HF_TOKEN": TOKEN, "WILDMERGE_HUB_BACKOFF_S": "0", "HF_HUB_DISABLE_XET": "1"}
+        yield state, env
+
+
+def fetch(env: dict[str, str], tmp: Path, repo: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "wildmerge.hub", "fetch", repo, "--out", str(tmp / "hub" / repo.replace("/", "--")),
+           "--lock", str(tmp / "results" / "hub.lock"), "--key", f"checkpoints.{repo}", *extra]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_lock_holds_across_upstream_change_and_update_moves_only_changed(hub, tmp_path: Path) -> None:
+    state, env = hub
+    a, b = Repo(), Repo()
+    ca = a.push(model_files(1))
+    b.push(model_files(2))
+    state.repos.update({"org/a": a, "org/b": b})
+    for repo in ("org/a", "org/b"):
+        r = fetch(env, tmp_path, repo)
+        assert r.returncode == 0, r.stderr
+    lock = [json.loads(line) for line in (tmp_path / "results/hub.lock").read_text().splitlines()]
+    assert {e["source"] for e in lock} == {"org/a", "org/b"}
+    ea = next(e for e in lock if e["source"] == "org/a")
+    assert ea["commit"] == ca and ea["requested"] is None
+    assert ea["files"]["model.safetensors"]["sha256"] and ea["files"]["config.json"]["size"] > 0
+    out_a = tmp_path / "hub/org--a"
+    rec = json.loads((out_a / ".wildmerge_lock.json").read_text())
+    assert rec["commit"] == ca and rec["files"]["model.safetensors"]["sha256"] == ea["files"]["model.safetensors"]["sha256"]
+    # the weights live in the hub cache (HF_HUB_CACHE), the output only links to them
+    assert (out_a / "model.safetensors").resolve().is_relative_to(tmp_path / "hfcache")
+
+    new_a = a.push(model_files(3))  # upstream moves on
+    r = fetch(env, tmp_path, "org/a")
+    assert r.returncode == 0, r.stderr
+    assert (out_a / ".wildmerge_revision").read_text().strip() == ca  # the lock holds
+
+    up = subprocess.run([sys.executable, "-m", "wildmerge.hub", "update", "--lock", str(tmp_path / "results/hub.lock"),
+                         "--hub-root", str(tmp_path / "hub")], env=env, capture_output=True, text=True, timeout=120)
+    assert up.returncode == 0, up.stderr
+    assert "1 checkpoint(s) moved forward" in up.stdout and new_a in up.stdout
+    assert not out_a.exists() and (tmp_path / "hub/org--b").exists()  # only the changed one is fetched again
+    assert fetch(env, tmp_path, "org/a").returncode == 0
+    assert (out_a / ".wildmerge_revision").read_text().strip() == new_a
+    assert TOKEN not in up.stdout + up.stderr + (tmp_path / "results/hub.lock").read_text()
+
+
+def test_dropped_connection_resumes_and_429_is_retried(hub, tmp_path: Path) -> None:
+    state, env = hub
+    a = Repo()
+    a.push(model_files(1, rows=24 * 1024))  # 24 MiB: cut at 12 MiB, past huggingface_hub's 10 MiB chunk
+    state.repos["org/a"] = a
+    state.drop_once.add("model.safetensors")
+    state.fail_429 = 2
+    r = fetch(env, tmp_path, "org/a")
+    assert r.returncode == 0, r.stderr
+    gets = [rng for m, p, rng in state.requests if m == "GET" and p.endswith("/model.safetensors")]
+    assert len(gets) == 2 and gets[0] is None and gets[1] == f"bytes={10 * 1024 * 1024}-"  # resumed, not restarted
+    assert TOKEN not in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize(
+    ("setup", "expect"),
+    [
+        ("gated", ["is gated (HTTP 403)", "checkpoints.org/a", "https://huggingface.co/org/a", "HF_TOKEN"]),
+        ("missing", ["not found, or private/gated (HTTP 401)", "checkpoints.org/missing", "HF_TOKEN"]),
+        ("pickle", ["no .safetensors", "pytorch_model.bin", "refused"]),
+        ("adapter", ["adapter", "refused"]),
+    ],
+)
+def test_clear_failures_without_retry_or_weight_download(hub, tmp_path: Path, setup: str, expect: list[str]) -> None:
+    state, env = hub
+    a = Repo(gated=setup == "gated")
+    if setup == "pickle":
+        a.push({"config.json": b"{}", "pytorch_model.bin": b"x" * 1000})
+    elif setup == "adapter":
+        a.push({"adapter_config.json": b"{}", "adapter_model.safetensors": b"x" * 1000})
+    else:
+        a.push(model_files(1))
+    state.repos["org/a"] = a
+    r = fetch(env, tmp_path, "org/missing" if setup == "missing" else "org/a")
+    assert r.returncode == 2, r.stdout + r.stderr
+    for text in expect:
+        assert text in r.stderr
+    assert "Traceback" not in r.stderr and TOKEN not in r.stdout + r.stderr
+    repo_requests = [r for r in state.requests if "agent-harnesses" not in r[1]]
+    assert len(repo_requests) == 1  # one info request: no retries, no weight downloads
+
+
+def test_revision_not_found_names_the_key(hub, tmp_path: Path) -> None:
+    state, env = hub
+    a = Repo()
+    a.push(model_files(1))
+    state.repos["org/a"] = a
+    r = fetch(env, tmp_path, "org/a", "--revision", "nope")
+    assert r.returncode == 2 and "checkpoints.org/a" in r.stderr and "'nope'" in r.stderr
+
+
+def test_tampered_cache_file_is_rejected(hub, tmp_path: Path) -> None:
+    state, env = hub
+    a = Repo()
+    a.push(model_files(1))
+    state.repos["org/a"] = a
+    assert fetch(env, tmp_path, "org/a").returncode == 0
+    blob = (tmp_path / "hub/org--a/model.safetensors").resolve()
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 1
+    blob.write_bytes(bytes(data))
+    r = fetch(env, tmp_path, "org/a")
+    assert r.returncode == 2 and "sha256 differs from the lock" in r.stderr
