@@ -1,4 +1,7 @@
-# Hub checkpoints are downloaded by jobs (never at DAG-build time) into resources/hub.
+# Hub checkpoints are downloaded by jobs (never at DAG-build time) into the HF hub cache
+# (HF_HOME / HF_HUB_CACHE) and linked into resources/hub, at the commit recorded in the
+# study's lock file (results/hub.lock; `python -m wildmerge.hub update` moves it forward).
+# No GPU; at most `hub_downloads` (a global resource, see profiles/slurm) run at once.
 
 
 rule fetch_hub_model:
@@ -8,9 +11,12 @@ rule fetch_hub_model:
         "logs/fetch/{hubdir}.log",
     params:
         checkpoint=lambda wc: STUDY.hub_checkpoints()[wc.hubdir],
+        lock=results("hub.lock"),
     resources:
-        **rule_resources("fetch_hub_model"),
-    retries: 3
+        **rule_resources("fetch_hub_model", hub_downloads=1),
+    # 429/5xx and dropped connections are retried inside the job (with backoff and resume);
+    # what is left (401/403/404, pickle/adapter-only, disk, hash mismatch) retrying cannot fix
+    retries: 0
     conda:
         "../envs/wildmerge.yaml"
     script:

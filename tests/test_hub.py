@@ -139,3 +139,37 @@ def test_tampered_cache_file_is_rejected(hub, tmp_path: Path) -> None:
     blob.write_bytes(bytes(data))
     r = fetch(env, tmp_path, "org/a")
     assert r.returncode == 2 and "sha256 differs from the lock" in r.stderr
+
+
+def test_workflow_fetch_lock_and_update_reruns_only_the_changed_checkpoint(hub, tmp_path: Path) -> None:
+    from workflow_helpers import REPO, SNAKEMAKE, write_config
+
+    state, env = hub
+    a, b = Repo(), Repo()
+    a.push(model_files(1))
+    b.push(model_files(2))
+    state.repos.update({"org/a": a, "org/b": b})
+    cfg = write_config(tmp_path / "hub.yaml", {"bases": {"tiny-llama": {"model": "demo:base", "experts": {"a": "org/a", "b": "org/b"}}}})
+    targets = ["resources/hub/org--a", "resources/hub/org--b"]
+
+    def snakemake(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = SNAKEMAKE + ["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile",
+                           str(REPO / "config.yaml"), str(cfg), "-c1", *args]
+        r = subprocess.run(cmd, env={**env, "NO_PROXY": "127.0.0.1"}, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
+        return r
+
+    snakemake(*targets)
+    lock = tmp_path / "results/demo/hub.lock"
+    assert len(lock.read_text().splitlines()) == 2
+    a.push(model_files(3))  # upstream change: the lock holds, nothing to do
+    quiet = snakemake("-n", *targets)
+    assert "Nothing to be done" in quiet.stdout + quiet.stderr
+    up = subprocess.run([sys.executable, "-m", "wildmerge.hub", "update", "--lock", str(lock), "--hub-root",
+                         str(tmp_path / "resources/hub")], env=env, capture_output=True, text=True, timeout=120)
+    assert up.returncode == 0 and "1 checkpoint(s) moved forward" in up.stdout, up.stderr
+    dry = snakemake("-n", *targets)
+    jobs = {line.strip() for line in dry.stdout.splitlines() if line.strip().startswith("wildcards:")}
+    assert jobs == {"wildcards: hubdir=org--a"}  # only the checkpoint whose commit moved
+    logs = "".join(p.read_text() for p in (tmp_path / "logs/fetch").glob("*.log"))
+    assert TOKEN not in logs
