@@ -60,6 +60,10 @@ def test_lock_holds_across_upstream_change_and_update_moves_only_changed(hub, tm
     assert rec["commit"] == ca and rec["files"]["model.safetensors"]["sha256"] == ea["files"]["model.safetensors"]["sha256"]
     # the weights live in the hub cache (HF_HUB_CACHE), the output only links to them
     assert (out_a / "model.safetensors").resolve().is_relative_to(tmp_path / "hfcache")
+    from wildmerge.provenance import checkpoint_record  # what checkpoint_info (and so every score file) records
+
+    prov = checkpoint_record(out_a, "org/a")
+    assert prov["revision"] == ca and prov["hub"]["files"]["model.safetensors"]["sha256"] == ea["files"]["model.safetensors"]["sha256"]
 
     new_a = a.push(model_files(3))  # upstream moves on
     r = fetch(env, tmp_path, "org/a")
@@ -173,3 +177,21 @@ def test_workflow_fetch_lock_and_update_reruns_only_the_changed_checkpoint(hub, 
     assert jobs == {"wildcards: hubdir=org--a"}  # only the checkpoint whose commit moved
     logs = "".join(p.read_text() for p in (tmp_path / "logs/fetch").glob("*.log"))
     assert TOKEN not in logs
+
+
+def test_disk_space_is_checked_before_download(hub, tmp_path: Path) -> None:
+    state, env = hub
+    a = Repo()
+    a.push(model_files(1))
+    state.repos["org/a"] = a
+    lock = tmp_path / "results" / "hub.lock"
+    lock.parent.mkdir(parents=True)
+    r = fetch(env, tmp_path, "org/a")  # writes the lock; now claim the weights are a petabyte
+    entry = json.loads(lock.read_text())
+    entry["files"]["model.safetensors"]["size"] = 10**15
+    lock.write_text(json.dumps(entry) + "\n")
+    (tmp_path / "hfcache").rename(tmp_path / "hfcache-old")
+    state.requests.clear()
+    r = fetch(env, tmp_path, "org/a")
+    assert r.returncode == 2 and "needs 1000000.00 GB" in r.stderr and "HF_HUB_CACHE" in r.stderr
+    assert not [p for m, p, _ in state.requests if p.endswith("model.safetensors")]

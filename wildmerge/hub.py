@@ -122,7 +122,10 @@ def wanted_files(entry: LockEntry, key: str) -> list[str]:
 
 def check_disk(entry: LockEntry, files: list[str], target: Path, key: str) -> None:
     """Refuse to start when the cache's file system cannot hold the files still missing."""
-    need = sum(entry.files[f].size for f in files)
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = lambda f: isinstance(try_to_load_from_cache(entry.source, f, revision=entry.commit), str)  # noqa: E731
+    need = sum(entry.files[f].size for f in files if not cached(f))
     probe = target
     while not probe.exists():
         probe = probe.parent
