@@ -4,6 +4,13 @@
 # No GPU; at most `hub_downloads` (a global resource, see profiles/slurm) run at once.
 
 
+rule fetch_hub:
+    # target only: every hub checkpoint of the study, e.g. on a login/transfer node before
+    # the GPU jobs start (`snakemake fetch_hub --cores 4`)
+    input:
+        lambda wc: [c.path for c in STUDY.hub_checkpoints().values()],
+
+
 rule fetch_hub_model:
     output:
         directory("resources/hub/{hubdir}"),

@@ -195,3 +195,11 @@ def test_disk_space_is_checked_before_download(hub, tmp_path: Path) -> None:
     r = fetch(env, tmp_path, "org/a")
     assert r.returncode == 2 and "needs 1000000.00 GB" in r.stderr and "HF_HUB_CACHE" in r.stderr
     assert not [p for m, p, _ in state.requests if p.endswith("model.safetensors")]
+
+
+def test_fetch_hub_target_plans_only_the_hub_checkpoints(tmp_path: Path) -> None:
+    from workflow_helpers import REPO, dry_run_job_wildcards
+
+    jobs = dry_run_job_wildcards(tmp_path, "fetch_hub", config=REPO / "config/paper.yaml")
+    assert set(jobs) == {"fetch_hub", "fetch_hub_model"}  # checkpoints only: no merge or evaluation
+    assert len(jobs["fetch_hub_model"]) == 52
