@@ -31,7 +31,7 @@ class Repo:
 
 
 def is_lfs(name: str) -> bool:
-    return name.endswith(".safetensors") or name.endswith(".bin")
+    return name.endswith((".safetensors", ".bin", ".parquet"))
 
 
 @dataclass
@@ -40,6 +40,24 @@ class HubState:
     fail_429: int = 0  # answer this many next requests with 429
     drop_once: set[str] = field(default_factory=set)  # file names whose next GET is cut half-way
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)  # method, path, Range
+
+
+def _tree(files: dict[str, bytes], sub: str, recursive: bool) -> list[dict[str, object]]:
+    """The hub's ``tree`` listing of folder ``sub``: its files and (not recursive) its subfolders."""
+    prefix = sub.rstrip("/") + "/" if sub else ""
+    out: list[dict[str, object]] = []
+    folders: set[str] = set()
+    for n, b in sorted(files.items()):
+        if not n.startswith(prefix):
+            continue
+        rel = n[len(prefix):]
+        if "/" in rel and not recursive:
+            folders.add(prefix + rel.split("/")[0])
+            continue
+        lfs = {"lfs": {"oid": hashlib.sha256(b).hexdigest(), "size": len(b), "pointerSize": 134}} if is_lfs(n) else {}
+        out.append({"type": "file", "path": n, "size": len(b), "oid": hashlib.sha1(b).hexdigest(), **lfs})
+    out += [{"type": "directory", "path": f, "oid": hashlib.sha1(f.encode()).hexdigest()} for f in sorted(folders)]
+    return out
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -84,6 +102,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             return
         parts = [p for p in path.split("/") if p]
+        if parts[:2] == ["api", "datasets"]:
+            parts = ["api", "models", *parts[2:]]
+        elif parts[:1] == ["datasets"]:
+            parts = parts[1:]
         api = parts[:2] == ["api", "models"]
         found = self._find(parts[2:] if api else parts)
         if found is None:
@@ -99,16 +121,12 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._error(404, "RevisionNotFound")
             files = repo.commits[commit]
             if rest[:1] == ["tree"]:
-                return self._json(200, [
-                    {"type": "file", "path": n, "size": len(b), "oid": hashlib.sha1(b).hexdigest(),
-                     **({"lfs": {"oid": hashlib.sha256(b).hexdigest(), "size": len(b), "pointerSize": 134}} if is_lfs(n) else {})}
-                    for n, b in sorted(files.items())
-                ])
+                return self._json(200, _tree(files, "/".join(rest[2:]), "recursive=true" in self.path))
             siblings = [
                 {"rfilename": n, "size": len(b), **({"lfs": {"sha256": hashlib.sha256(b).hexdigest(), "size": len(b), "pointerSize": 134}} if is_lfs(n) else {})}
                 for n, b in sorted(files.items())
             ]
-            return self._json(200, {"id": repo_id, "modelId": repo_id, "sha": commit, "siblings": siblings, "private": False})
+            return self._json(200, {"id": repo_id, "modelId": repo_id, "sha": commit, "siblings": siblings, "private": False, "cardData": {}, "tags": []})
         if rest[:1] != ["resolve"] or len(rest) < 3:
             return self._error(404, "EntryNotFound")
         commit = self._commit(repo, rest[1])

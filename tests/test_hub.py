@@ -203,3 +203,44 @@ def test_fetch_hub_target_plans_only_the_hub_checkpoints(tmp_path: Path) -> None
     jobs = dry_run_job_wildcards(tmp_path, "fetch_hub", config=REPO / "config/paper.yaml")
     assert set(jobs) == {"fetch_hub", "fetch_hub_model"}  # checkpoints only: no merge or evaluation
     assert len(jobs["fetch_hub_model"]) == 52
+
+
+def tiny_dataset(rows: list[tuple[str, str]]) -> dict[str, bytes]:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"question": [q for q, _ in rows], "answer": [a for _, a in rows]}), buf)
+    return {"README.md": b"# tiny benchmark\n", "data/test-00000-of-00001.parquet": buf.getvalue()}
+
+
+def test_benchmark_data_fetched_once_at_locked_revision_then_checked_offline(hub, tmp_path: Path) -> None:
+    state, env = hub
+    env = {**env, "HF_HOME": str(tmp_path / "hfhome"), "HF_DATASETS_OFFLINE": "0"}
+    ds = Repo()
+    first = ds.push(tiny_dataset([("1+1", "2")]))
+    state.repos.update({"org/tinyds": ds, "org/gpqa": Repo(gated=True)})
+    lock = tmp_path / "results/hub.lock"
+
+    def data(*args: str, offline: bool = False) -> subprocess.CompletedProcess[str]:
+        e = {**env, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"} if offline else env
+        cmd = [sys.executable, "-m", "wildmerge.benchmark_data", *args, "--lock", str(lock)]
+        return subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=120)
+
+    r = data("tinybench", "org/tinyds", "--out", str(tmp_path / "data/tinybench.json"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "data/tinybench.json").read_text())["commit"] == first
+    ds.push(tiny_dataset([("2+2", "4")]))  # upstream change: the lock holds
+    r = data("tinybench", "org/tinyds", "--out", str(tmp_path / "data/tinybench.json"))
+    assert r.returncode == 0 and json.loads((tmp_path / "data/tinybench.json").read_text())["commit"] == first
+    assert data("tinybench", "org/tinyds", "--out", "-", "--check", offline=True).returncode == 0
+    missing = data("otherbench", "org/other", "--out", "-", "--check", offline=True)
+    assert missing.returncode == 2 and "benchmark otherbench" in missing.stderr
+    (tmp_path / "hfhome").rename(tmp_path / "hfhome-gone")  # locked, but not in the cache
+    gone = data("tinybench", "org/tinyds", "--out", "-", "--check", offline=True)
+    assert gone.returncode == 2 and "benchmark tinybench" in gone.stderr and "not in the datasets cache" in gone.stderr
+    gated = data("gpqa", "org/gpqa", "--out", str(tmp_path / "data/gpqa.json"))
+    assert gated.returncode == 2 and "gpqa" in gated.stderr and "HF_TOKEN" in gated.stderr
+    assert TOKEN not in r.stderr + gated.stderr + lock.read_text()
