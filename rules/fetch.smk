@@ -5,10 +5,11 @@
 
 
 rule fetch_hub:
-    # target only: every hub checkpoint of the study, e.g. on a login/transfer node before
+    # target only: every hub checkpoint and benchmark dataset of the study, e.g. on a login/transfer node before
     # the GPU jobs start (`snakemake fetch_hub --cores 4`)
     input:
         lambda wc: [c.path for c in STUDY.hub_checkpoints().values()],
+        expand("resources/data/{benchmark}.json", benchmark=BENCHMARKS),
 
 
 rule fetch_hub_model:
@@ -49,3 +50,24 @@ rule checkpoint_info:
         "../envs/wildmerge.yaml"
     script:
         "../scripts/checkpoint_info.py"
+
+
+rule fetch_benchmark_data:
+    # a benchmark's hub datasets (lm-eval task YAML: dataset_path/dataset_name), once, at the
+    # commit in the lock file; local (generated) tasks have none, so the job only records that
+    input:
+        tasks=["resources/demo/tasks"] if EVAL_CFG.get("include_path") == "demo" else [],
+    output:
+        "resources/data/{benchmark}.json",
+    log:
+        "logs/fetch_data/{benchmark}.log",
+    params:
+        lock=results("hub.lock"),
+        include_path=include_path(),
+    resources:
+        **rule_resources("fetch_benchmark_data", hub_downloads=1),
+    retries: 0
+    conda:
+        "../envs/wildmerge.yaml"
+    script:
+        "../scripts/fetch_benchmark_data.py"

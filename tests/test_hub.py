@@ -201,8 +201,8 @@ def test_fetch_hub_target_plans_only_the_hub_checkpoints(tmp_path: Path) -> None
     from workflow_helpers import REPO, dry_run_job_wildcards
 
     jobs = dry_run_job_wildcards(tmp_path, "fetch_hub", config=REPO / "config/paper.yaml")
-    assert set(jobs) == {"fetch_hub", "fetch_hub_model"}  # checkpoints only: no merge or evaluation
-    assert len(jobs["fetch_hub_model"]) == 52
+    assert set(jobs) == {"fetch_hub", "fetch_hub_model", "fetch_benchmark_data"}  # no merge or evaluation
+    assert len(jobs["fetch_hub_model"]) == 52 and len(jobs["fetch_benchmark_data"]) == 16
 
 
 def tiny_dataset(rows: list[tuple[str, str]]) -> dict[str, bytes]:
@@ -244,3 +244,27 @@ def test_benchmark_data_fetched_once_at_locked_revision_then_checked_offline(hub
     gated = data("gpqa", "org/gpqa", "--out", str(tmp_path / "data/gpqa.json"))
     assert gated.returncode == 2 and "gpqa" in gated.stderr and "HF_TOKEN" in gated.stderr
     assert TOKEN not in r.stderr + gated.stderr + lock.read_text()
+
+
+def test_workflow_fetches_benchmark_data_into_the_lock(hub, tmp_path: Path) -> None:
+    from workflow_helpers import REPO, SNAKEMAKE, write_config
+
+    state, env = hub
+    ds = Repo()
+    commit = ds.push(tiny_dataset([("1+1", "2")]))
+    state.repos["org/tinyds"] = ds
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "tinybench.yaml").write_text(
+        "task: tinybench\ndataset_path: org/tinyds\ntest_split: test\noutput_type: generate_until\n"
+        "doc_to_text: '{{question}}'\ndoc_to_target: '{{answer}}'\n"
+    )
+    cfg = write_config(tmp_path / "data.yaml", {"evaluation": {"include_path": str(tasks), "benchmarks": ["tinybench"]}})
+    cmd = SNAKEMAKE + ["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile",
+                       str(REPO / "config.yaml"), str(cfg), "-c1", "resources/data/tinybench.json"]
+    env = {**env, "HF_HOME": str(tmp_path / "hfhome"), "HF_DATASETS_OFFLINE": "0", "NO_PROXY": "127.0.0.1"}
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
+    rec = json.loads((tmp_path / "resources/data/tinybench.json").read_text())
+    assert [d["commit"] for d in rec["datasets"]] == [commit] and rec["datasets"][0]["dataset"] == "org/tinyds"
+    assert "dataset:org/tinyds" in (tmp_path / "results/demo/hub.lock").read_text()

@@ -17,6 +17,64 @@ from wildmerge.hub import HubError, _retrying
 from wildmerge.hub_lock import LockEntry, get_or_add
 
 
+LOCAL_BUILDERS = {"json", "csv", "parquet", "text", "arrow", "pandas"}  # data_files on disk: nothing to fetch
+
+
+def task_datasets(benchmark: str, include_path: str | None) -> list[tuple[str, str | None, str | None]]:
+    """The hub datasets (path, name, revision) a benchmark (task, group or tag) reads, from lm-eval's YAML.
+
+    Local datasets (``json``/``csv``/... builders with files on disk) are left out.
+    """
+    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks._index import Kind
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    tm = TaskManager(include_path=include_path, include_defaults=not _all_local(benchmark, include_path))
+    found: dict[tuple[str, str | None, str | None], None] = {}
+    seen: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in seen:
+            return
+        seen.add(name)
+        entry = tm.task_index.get(name)
+        if entry is None:
+            raise HubError(f"evaluation.benchmarks: {name!r} (in {benchmark}) is not an lm-eval task, group or tag")
+        if entry.kind == Kind.TAG:
+            for other, e in tm.task_index.items():
+                if name in e.tags:
+                    visit(other)
+            return
+        cfg = load_yaml(entry.yaml_path, resolve_func=False) if entry.yaml_path else dict(entry.cfg or {})
+        if entry.kind == Kind.GROUP:
+            for sub in cfg.get("task", []):
+                if isinstance(sub, str):
+                    visit(sub)
+                elif isinstance(sub, dict) and "dataset_path" in sub:
+                    _add(sub)
+                elif isinstance(sub, dict) and "task" in sub:
+                    visit(str(sub["task"]))
+            return
+        _add(cfg)
+
+    def _add(cfg: dict[str, Any]) -> None:
+        path = cfg.get("dataset_path")
+        if path and path not in LOCAL_BUILDERS and not Path(str(path)).exists():
+            kwargs = cfg.get("dataset_kwargs") or {}
+            found[(str(path), cfg.get("dataset_name"), kwargs.get("revision"))] = None
+
+    visit(benchmark)
+    return list(found)
+
+
+def _all_local(benchmark: str, include_path: str | None) -> bool:
+    if not include_path:
+        return False
+    from lm_eval.tasks import TaskManager
+
+    return benchmark in TaskManager(include_path=include_path, include_defaults=False).task_index
+
+
 def _source(path: str, name: str | None) -> str:
     return f"dataset:{path}" + (f":{name}" if name else "")
 
