@@ -1,8 +1,13 @@
 """Score one model on every configured benchmark (one JSON per benchmark)."""
 
-from wildmerge.evaluation import evaluate_model
-from wildmerge.provenance import read_json
-from wildmerge.smk import limit_threads, setup_logging
+from wildmerge.benchmark_data import use_fetched_data
+
+# hub benchmark datasets were fetched by fetch_benchmark_data: offline from here on
+datasets = use_fetched_data(list(snakemake.input.get("data", [])))  # noqa: F821
+
+from wildmerge.evaluation import evaluate_model  # noqa: E402
+from wildmerge.provenance import read_json  # noqa: E402
+from wildmerge.smk import limit_threads, setup_logging  # noqa: E402
 
 smk = snakemake  # noqa: F821
 log = setup_logging(smk)
@@ -11,6 +16,8 @@ p = smk.params
 info = read_json(smk.input.info)
 out_files = {b["name"]: f"{smk.output.scores}/{b['name']}.json" for b in p.benchmarks}
 provenance = {**p.spec["identity"]}
+if datasets:
+    provenance["datasets"] = datasets  # benchmark -> hub dataset commits
 if p.spec["identity"]["role"] == "merged":
     provenance["merge"] = info
     provenance["model_sha256"] = info["output"]["sha256"]

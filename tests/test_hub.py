@@ -268,3 +268,11 @@ def test_workflow_fetches_benchmark_data_into_the_lock(hub, tmp_path: Path) -> N
     rec = json.loads((tmp_path / "resources/data/tinybench.json").read_text())
     assert [d["commit"] for d in rec["datasets"]] == [commit] and rec["datasets"][0]["dataset"] == "org/tinyds"
     assert "dataset:org/tinyds" in (tmp_path / "results/demo/hub.lock").read_text()
+
+
+def test_evaluations_wait_for_fetched_benchmark_data_except_the_generated_demo(tmp_path: Path) -> None:
+    from workflow_helpers import REPO, dry_run_jobs
+
+    paper = dry_run_jobs(tmp_path / "paper", config=REPO / "config/paper.yaml")
+    assert paper["fetch_benchmark_data"] == 16 and paper["fetch_hub_model"] == 52
+    assert "fetch_benchmark_data" not in dry_run_jobs(tmp_path / "demo")  # demo stays offline, no extra jobs

@@ -125,6 +125,22 @@ def check_cached(benchmark: str, path: str, name: str | None, commit: str) -> No
         ) from None
 
 
+def use_fetched_data(record_files: list[str]) -> list[dict[str, Any]]:
+    """In an evaluation job: hub offline, every fetched dataset checked in the cache; the records.
+
+    Call before lm-eval (or ``datasets``) is imported: their offline switches are read at import.
+    """
+    import os
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    records = [json.loads(Path(f).read_text()) for f in record_files]
+    for rec in records:
+        for d in rec["datasets"]:
+            check_cached(rec["benchmark"], d["dataset"], d["name"], d["commit"])
+    return records
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
