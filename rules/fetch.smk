@@ -63,7 +63,7 @@ rule fetch_benchmark_data:
         "logs/fetch_data/{benchmark}.log",
     params:
         lock=results("hub.lock"),
-        include_path=include_path(),
+        include_path=lambda wc: include_path(),
     resources:
         **rule_resources("fetch_benchmark_data", hub_downloads=1),
     retries: 0
