@@ -35,7 +35,7 @@ class Checkpoint:
     source: str  # "demo:<name>", a local directory, or a hub id
     revision: str | None = None
     trust_remote_code: bool = False
-    key: str = field(default="", compare=False)  # the config key it came from (named in errors)
+    key: str = field(default="", compare=False, repr=False)  # config key named in errors; not in params
 
     @property
     def kind(self) -> str:
