@@ -73,7 +73,7 @@ def test_lock_holds_across_upstream_change_and_update_moves_only_changed(hub, tm
     up = subprocess.run([sys.executable, "-m", "wildmerge.hub", "update", "--lock", str(tmp_path / "results/hub.lock"),
                          "--hub-root", str(tmp_path / "hub")], env=env, capture_output=True, text=True, timeout=120)
     assert up.returncode == 0, up.stderr
-    assert "1 checkpoint(s) moved forward" in up.stdout and new_a in up.stdout
+    assert "1 lock entr(y/ies) moved forward" in up.stdout and new_a in up.stdout
     assert not out_a.exists() and (tmp_path / "hub/org--b").exists()  # only the changed one is fetched again
     assert fetch(env, tmp_path, "org/a").returncode == 0
     assert (out_a / ".wildmerge_revision").read_text().strip() == new_a
@@ -171,7 +171,7 @@ def test_workflow_fetch_lock_and_update_reruns_only_the_changed_checkpoint(hub, 
     assert "Nothing to be done" in quiet.stdout + quiet.stderr
     up = subprocess.run([sys.executable, "-m", "wildmerge.hub", "update", "--lock", str(lock), "--hub-root",
                          str(tmp_path / "resources/hub")], env=env, capture_output=True, text=True, timeout=120)
-    assert up.returncode == 0 and "1 checkpoint(s) moved forward" in up.stdout, up.stderr
+    assert up.returncode == 0 and "1 lock entr(y/ies) moved forward" in up.stdout, up.stderr
     dry = snakemake("-n", *targets)
     jobs = {line.strip() for line in dry.stdout.splitlines() if line.strip().startswith("wildcards:")}
     assert jobs == {"wildcards: hubdir=org--a"}  # only the checkpoint whose commit moved
@@ -244,6 +244,11 @@ def test_benchmark_data_fetched_once_at_locked_revision_then_checked_offline(hub
     gated = data("gpqa", "org/gpqa", "--out", str(tmp_path / "data/gpqa.json"))
     assert gated.returncode == 2 and "gpqa" in gated.stderr and "HF_TOKEN" in gated.stderr
     assert TOKEN not in r.stderr + gated.stderr + lock.read_text()
+    (tmp_path / "hfhome-gone").rename(tmp_path / "hfhome")
+    up = subprocess.run([sys.executable, "-m", "wildmerge.hub", "update", "--lock", str(lock), "--hub-root",
+                         str(tmp_path / "hub"), "--data-root", str(tmp_path / "data")], env=env, capture_output=True, text=True, timeout=120)
+    assert up.returncode == 0 and "1 lock entr(y/ies) moved forward" in up.stdout, up.stderr
+    assert not (tmp_path / "data/tinybench.json").exists()  # its benchmark is fetched (and scored) again
 
 
 def test_workflow_fetches_benchmark_data_into_the_lock(hub, tmp_path: Path) -> None:

@@ -75,8 +75,11 @@ def _all_local(benchmark: str, include_path: str | None) -> bool:
     return benchmark in TaskManager(include_path=include_path, include_defaults=False).task_index
 
 
+DATASET_PREFIX = "dataset:"  # lock entries of benchmark datasets
+
+
 def _source(path: str, name: str | None) -> str:
-    return f"dataset:{path}" + (f":{name}" if name else "")
+    return f"{DATASET_PREFIX}{path}" + (f":{name}" if name else "")
 
 
 def resolve_dataset(path: str, revision: str | None, key: str, log: logging.Logger) -> str:

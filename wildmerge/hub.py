@@ -196,21 +196,37 @@ def fetch(
     return entry
 
 
-def update_lock(lock_path: Path, hub_root: Path, log: logging.Logger | None = None) -> list[LockEntry]:
-    """Move every locked checkpoint forward to its revision's current commit.
+def update_lock(lock_path: Path, hub_root: Path, data_root: Path | None = None,
+                log: logging.Logger | None = None) -> list[LockEntry]:
+    """Move every locked checkpoint and benchmark dataset forward to its revision's current commit.
 
-    The fetched folders of the checkpoints whose commit changed are removed, so the next run
-    fetches them again and reruns exactly their downstream jobs (Snakemake sees newer inputs).
+    The fetched folders of the checkpoints (and the records of the benchmarks) whose commit
+    changed are removed, so the next run fetches them again and reruns exactly their
+    downstream jobs (Snakemake sees newer inputs).
     """
+    from wildmerge.benchmark_data import DATASET_PREFIX, resolve_dataset
     from wildmerge.hub_lock import read_lock, replace
     from wildmerge.study import hub_dirname
 
     log = log or logging.getLogger(__name__)
-    fresh = [resolve(e.source, e.requested, e.key, log) for e in read_lock(lock_path).values()]
+    fresh = []
+    for e in read_lock(lock_path).values():
+        if e.source.startswith(DATASET_PREFIX):
+            path = e.source[len(DATASET_PREFIX):].split(":")[0]
+            fresh.append(LockEntry(e.source, e.requested, resolve_dataset(path, e.requested, e.key, log)))
+        else:
+            fresh.append(resolve(e.source, e.requested, e.key, log))
     changed = replace(lock_path, fresh)
     for entry in changed:
-        shutil.rmtree(hub_root / hub_dirname(entry.source, entry.requested), ignore_errors=True)
         log.warning("lock moved: %s -> %s", entry.key, entry.commit)
+        if not entry.source.startswith(DATASET_PREFIX):
+            shutil.rmtree(hub_root / hub_dirname(entry.source, entry.requested), ignore_errors=True)
+            continue
+        path = entry.source[len(DATASET_PREFIX):].split(":")[0]
+        for rec_file in sorted(data_root.glob("*.json")) if data_root and data_root.is_dir() else []:
+            rec = json.loads(rec_file.read_text())
+            if any(d.get("dataset") == path for d in rec.get("datasets", [rec])):  # a job record or one dataset
+                rec_file.unlink()
     return changed
 
 
@@ -228,17 +244,18 @@ def main(argv: list[str] | None = None) -> int:
     for p in (up, fe):
         p.add_argument("--lock", type=Path, default=Path("results/hub.lock"), help="the study's lock file")
     up.add_argument("--hub-root", type=Path, default=Path("resources/hub"), help="fetched checkpoint folders")
+    up.add_argument("--data-root", type=Path, default=Path("resources/data"), help="fetched benchmark records")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if args.command == "fetch":
             fetch(args.repo_id, args.revision, args.out, args.lock, args.key)
             return 0
-        changed = update_lock(args.lock, args.hub_root)
+        changed = update_lock(args.lock, args.hub_root, args.data_root)
     except HubError as err:
         print(f"error: {err}", file=__import__("sys").stderr)
         return 2
-    print(f"{len(changed)} checkpoint(s) moved forward" + "".join(f"\n  {e.key} -> {e.commit}" for e in changed))
+    print(f"{len(changed)} lock entr(y/ies) moved forward" + "".join(f"\n  {e.key} -> {e.commit}" for e in changed))
     return 0
 
 
