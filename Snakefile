@@ -30,6 +30,7 @@ include: "rules/homogeneous.smk"
 
 localrules:
     all,
+    fetch_hub,
     collect_scores,
     tables,
     figures,

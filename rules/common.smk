@@ -126,6 +126,8 @@ def eval_inputs(wildcards):
         inputs["info"] = f"{R}/checkpoints/{wildcards.base}/{wildcards.model}.json"
     if EVAL_CFG.get("include_path") == "demo":
         inputs["tasks"] = "resources/demo/tasks"
+    else:  # hub benchmark datasets, fetched once (rules/fetch.smk); the demo's are generated
+        inputs["data"] = [f"resources/data/{b}.json" for b in BENCHMARKS]
     return inputs
 
 

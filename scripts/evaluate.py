@@ -1,8 +1,13 @@
 """Score one model on a list of benchmarks (one JSON per benchmark), model loaded once."""
 
-from wildmerge.evaluation import evaluate_model
-from wildmerge.provenance import read_json
-from wildmerge.smk import limit_threads, setup_logging
+from wildmerge.benchmark_data import use_fetched_data
+
+# hub benchmark datasets were fetched by fetch_benchmark_data: offline from here on
+datasets = use_fetched_data(list(snakemake.input.get("data", [])))  # noqa: F821
+
+from wildmerge.evaluation import evaluate_model  # noqa: E402
+from wildmerge.provenance import read_json  # noqa: E402
+from wildmerge.smk import limit_threads, setup_logging  # noqa: E402
 
 smk = snakemake  # noqa: F821
 log = setup_logging(smk)
@@ -15,6 +20,8 @@ if hasattr(smk.output, "scores"):  # one folder of score files (evaluate_suite)
 else:  # one output file per benchmark, in the order of params.benchmarks (evaluate)
     out_files = dict(zip(names, smk.output))
 provenance = {**p.spec["identity"]}
+if datasets:
+    provenance["datasets"] = datasets  # benchmark -> hub dataset commits
 if p.spec["identity"]["role"] == "merged":
     provenance["merge"] = info
     provenance["model_sha256"] = info["output"]["sha256"]

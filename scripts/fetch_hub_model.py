@@ -1,4 +1,4 @@
-"""Download one hub checkpoint (safetensors, config, tokenizer) at a pinned revision."""
+"""Download one hub checkpoint (safetensors, config, tokenizer) at its locked commit."""
 
 from pathlib import Path
 
@@ -7,4 +7,4 @@ from wildmerge.smk import setup_logging
 
 log = setup_logging(snakemake)  # noqa: F821
 ck = snakemake.params.checkpoint  # noqa: F821
-fetch(ck.source, ck.revision, Path(snakemake.output[0]), log=log)  # noqa: F821
+fetch(ck.source, ck.revision, Path(snakemake.output[0]), Path(snakemake.params.lock), key=ck.key or ck.name, log=log)  # noqa: F821

@@ -51,6 +51,9 @@ def checkpoint_record(model_dir: str | Path, source: str, revision: str | None =
         rec["revision"] = rev_file.read_text().strip()
     elif revision:
         rec["revision"] = revision
+    lock_file = model_dir / ".wildmerge_lock.json"  # hub checkpoints: locked commit and file hashes
+    if lock_file.exists():
+        rec["hub"] = json.loads(lock_file.read_text())
     rec["sha256"] = model_hash(model_dir)
     return rec
 

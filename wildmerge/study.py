@@ -46,6 +46,7 @@ class Checkpoint:
     source: str  # "demo:<name>", a local directory, or a hub id
     revision: str | None = None
     trust_remote_code: bool = False
+    key: str = field(default="", compare=False, repr=False)  # config key named in errors; not in params
 
     @property
     def kind(self) -> str:
@@ -132,13 +133,14 @@ class SuiteEval:
 
 def _checkpoint(name: str, spec: Any, key: str) -> Checkpoint:
     if isinstance(spec, str):
-        return Checkpoint(name=name, source=spec)
+        return Checkpoint(name=name, source=spec, key=key)
     if isinstance(spec, Mapping) and "source" in spec:
         return Checkpoint(
             name=name,
             source=str(spec["source"]),
             revision=spec.get("revision"),
             trust_remote_code=bool(spec.get("trust_remote_code", False)),
+            key=key,
         )
     raise ConfigError(f"{key}: expected a source string or a mapping with 'source', got {spec!r}")
 

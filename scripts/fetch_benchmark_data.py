@@ -1,0 +1,18 @@
+"""Download one benchmark's hub datasets at their locked commits (once, before any evaluation)."""
+
+import json
+from pathlib import Path
+
+from wildmerge.benchmark_data import fetch_dataset, task_datasets
+from wildmerge.smk import setup_logging
+
+log = setup_logging(snakemake)  # noqa: F821
+bench = snakemake.wildcards.benchmark  # noqa: F821
+out = Path(snakemake.output[0])  # noqa: F821
+records = [
+    fetch_dataset(bench, path, name, rev, out.with_suffix(f".{i}.json"), Path(snakemake.params.lock), log=log)  # noqa: F821
+    for i, (path, name, rev) in enumerate(task_datasets(bench, snakemake.params.include_path))  # noqa: F821
+]
+for i in range(len(records)):
+    out.with_suffix(f".{i}.json").unlink()
+out.write_text(json.dumps({"benchmark": bench, "datasets": records}, indent=1, sort_keys=True) + "\n")

@@ -1,0 +1,283 @@
+"""Hub checkpoints against a local hub-compatible server: lock, resume, verification, clear failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save
+
+from hub_server import HubServer, HubState, Repo
+
+TOKEN = "hf_wildmergeTESTsecret0123456789"
+
+
+def model_files(seed: int, rows: int = 64) -> dict[str, bytes]:
+    rng = np.random.default_rng(seed)
+    return {
+        "config.json": json.dumps({"model_type": "llama", "hidden_size": 8}).encode(),
+        "model.safetensors": save({"w": rng.standard_normal((rows, 256)).astype(np.float32)}),
+    }
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[tuple[HubState, dict[str, str]]]:
+    state = HubState()
+    with HubServer(state) as url:
+        env = {**os.environ, "HF_ENDPOINT": url, "HF_HUB_OFFLINE": "0", "HF_HUB_CACHE": str(tmp_path / "hfcache"),
+               "HF_TOKEN": TOKEN, "WILDMERGE_HUB_BACKOFF_S": "0", "HF_HUB_DISABLE_XET": "1"}
+        yield state, env
+
+
+def fetch(env: dict[str, str], tmp: Path, repo: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "wildmerge.hub", "fetch", repo, "--out", str(tmp / "hub" / repo.replace("/", "--")),
+           "--lock", str(tmp / "results" / "hub.lock"), "--key", f"checkpoints.{repo}", *extra]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_lock_holds_across_upstream_change_and_update_moves_only_changed(hub, tmp_path: Path) -> None:
+    state, env = hub
+    a, b = Repo(), Repo()
+    ca = a.push(model_files(1))
+    b.push(model_files(2))
+    state.repos.update({"org/a": a, "org/b": b})
+    for repo in ("org/a", "org/b"):
+        r = fetch(env, tmp_path, repo)
+        assert r.returncode == 0, r.stderr
+    lock = [json.loads(line) for line in (tmp_path / "results/hub.lock").read_text().splitlines()]
+    assert {e["source"] for e in lock} == {"org/a", "org/b"}
+    ea = next(e for e in lock if e["source"] == "org/a")
+    assert ea["commit"] == ca and ea["requested"] is None
+    assert ea["files"]["model.safetensors"]["sha256"] and ea["files"]["config.json"]["size"] > 0
+    out_a = tmp_path / "hub/org--a"
+    rec = json.loads((out_a / ".wildmerge_lock.json").read_text())
+    assert rec["commit"] == ca and rec["files"]["model.safetensors"]["sha256"] == ea["files"]["model.safetensors"]["sha256"]
+    # the weights live in the hub cache (HF_HUB_CACHE), the output only links to them
+    assert (out_a / "model.safetensors").resolve().is_relative_to(tmp_path / "hfcache")
+    from wildmerge.provenance import checkpoint_record  # what checkpoint_info (and so every score file) records
+
+    prov = checkpoint_record(out_a, "org/a")
+    assert prov["revision"] == ca and prov["hub"]["files"]["model.safetensors"]["sha256"] == ea["files"]["model.safetensors"]["sha256"]
+
+    new_a = a.push(model_files(3))  # upstream moves on
+    r = fetch(env, tmp_path, "org/a")
+    assert r.returncode == 0, r.stderr
+    assert (out_a / ".wildmerge_revision").read_text().strip() == ca  # the lock holds
+
+    up = subprocess.run([sys.executable, "-m", "wildmerge.hub", "update", "--lock", str(tmp_path / "results/hub.lock"),
+                         "--hub-root", str(tmp_path / "hub")], env=env, capture_output=True, text=True, timeout=120)
+    assert up.returncode == 0, up.stderr
+    assert "1 lock entr(y/ies) moved forward" in up.stdout and new_a in up.stdout
+    assert not out_a.exists() and (tmp_path / "hub/org--b").exists()  # only the changed one is fetched again
+    assert fetch(env, tmp_path, "org/a").returncode == 0
+    assert (out_a / ".wildmerge_revision").read_text().strip() == new_a
+    assert TOKEN not in up.stdout + up.stderr + (tmp_path / "results/hub.lock").read_text()
+
+
+def test_dropped_connection_resumes_and_429_is_retried(hub, tmp_path: Path) -> None:
+    state, env = hub
+    a = Repo()
+    a.push(model_files(1, rows=24 * 1024))  # 24 MiB: cut at 12 MiB, past huggingface_hub's 10 MiB chunk
+    state.repos["org/a"] = a
+    state.drop_once.add("model.safetensors")
+    state.fail_429 = 2
+    r = fetch(env, tmp_path, "org/a")
+    assert r.returncode == 0, r.stderr
+    gets = [rng for m, p, rng in state.requests if m == "GET" and p.endswith("/model.safetensors")]
+    assert len(gets) == 2 and gets[0] is None and gets[1] == f"bytes={10 * 1024 * 1024}-"  # resumed, not restarted
+    assert TOKEN not in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize(
+    ("setup", "expect"),
+    [
+        ("gated", ["is gated (HTTP 403)", "checkpoints.org/a", "https://huggingface.co/org/a", "HF_TOKEN"]),
+        ("missing", ["not found, or private/gated (HTTP 401)", "checkpoints.org/missing", "HF_TOKEN"]),
+        ("pickle", ["no .safetensors", "pytorch_model.bin", "refused"]),
+        ("adapter", ["adapter", "refused"]),
+    ],
+)
+def test_clear_failures_without_retry_or_weight_download(hub, tmp_path: Path, setup: str, expect: list[str]) -> None:
+    state, env = hub
+    a = Repo(gated=setup == "gated")
+    if setup == "pickle":
+        a.push({"config.json": b"{}", "pytorch_model.bin": b"x" * 1000})
+    elif setup == "adapter":
+        a.push({"adapter_config.json": b"{}", "adapter_model.safetensors": b"x" * 1000})
+    else:
+        a.push(model_files(1))
+    state.repos["org/a"] = a
+    r = fetch(env, tmp_path, "org/missing" if setup == "missing" else "org/a")
+    assert r.returncode == 2, r.stdout + r.stderr
+    for text in expect:
+        assert text in r.stderr
+    assert "Traceback" not in r.stderr and TOKEN not in r.stdout + r.stderr
+    repo_requests = [r for r in state.requests if "agent-harnesses" not in r[1]]
+    assert len(repo_requests) == 1  # one info request: no retries, no weight downloads
+
+
+def test_revision_not_found_names_the_key(hub, tmp_path: Path) -> None:
+    state, env = hub
+    a = Repo()
+    a.push(model_files(1))
+    state.repos["org/a"] = a
+    r = fetch(env, tmp_path, "org/a", "--revision", "nope")
+    assert r.returncode == 2 and "checkpoints.org/a" in r.stderr and "'nope'" in r.stderr
+
+
+def test_tampered_cache_file_is_rejected(hub, tmp_path: Path) -> None:
+    state, env = hub
+    a = Repo()
+    a.push(model_files(1))
+    state.repos["org/a"] = a
+    assert fetch(env, tmp_path, "org/a").returncode == 0
+    blob = (tmp_path / "hub/org--a/model.safetensors").resolve()
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 1
+    blob.write_bytes(bytes(data))
+    r = fetch(env, tmp_path, "org/a")
+    assert r.returncode == 2 and "sha256 differs from the lock" in r.stderr
+
+
+def test_workflow_fetch_lock_and_update_reruns_only_the_changed_checkpoint(hub, tmp_path: Path) -> None:
+    from workflow_helpers import REPO, SNAKEMAKE, write_config
+
+    state, env = hub
+    a, b = Repo(), Repo()
+    a.push(model_files(1))
+    b.push(model_files(2))
+    state.repos.update({"org/a": a, "org/b": b})
+    cfg = write_config(tmp_path / "hub.yaml", {"bases": {"tiny-llama": {"model": "demo:base", "experts": {"a": "org/a", "b": "org/b"}}}})
+    targets = ["resources/hub/org--a", "resources/hub/org--b"]
+
+    def snakemake(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = SNAKEMAKE + ["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile",
+                           str(REPO / "config.yaml"), str(cfg), "-c1", *args]
+        r = subprocess.run(cmd, env={**env, "NO_PROXY": "127.0.0.1"}, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
+        return r
+
+    snakemake(*targets)
+    lock = tmp_path / "results/demo/hub.lock"
+    assert len(lock.read_text().splitlines()) == 2
+    a.push(model_files(3))  # upstream change: the lock holds, nothing to do
+    quiet = snakemake("-n", *targets)
+    assert "Nothing to be done" in quiet.stdout + quiet.stderr
+    up = subprocess.run([sys.executable, "-m", "wildmerge.hub", "update", "--lock", str(lock), "--hub-root",
+                         str(tmp_path / "resources/hub")], env=env, capture_output=True, text=True, timeout=120)
+    assert up.returncode == 0 and "1 lock entr(y/ies) moved forward" in up.stdout, up.stderr
+    dry = snakemake("-n", *targets)
+    jobs = {line.strip() for line in dry.stdout.splitlines() if line.strip().startswith("wildcards:")}
+    assert jobs == {"wildcards: hubdir=org--a"}  # only the checkpoint whose commit moved
+    logs = "".join(p.read_text() for p in (tmp_path / "logs/fetch").glob("*.log"))
+    assert TOKEN not in logs
+
+
+def test_disk_space_is_checked_before_download(hub, tmp_path: Path) -> None:
+    state, env = hub
+    a = Repo()
+    a.push(model_files(1))
+    state.repos["org/a"] = a
+    lock = tmp_path / "results" / "hub.lock"
+    lock.parent.mkdir(parents=True)
+    r = fetch(env, tmp_path, "org/a")  # writes the lock; now claim the weights are a petabyte
+    entry = json.loads(lock.read_text())
+    entry["files"]["model.safetensors"]["size"] = 10**15
+    lock.write_text(json.dumps(entry) + "\n")
+    (tmp_path / "hfcache").rename(tmp_path / "hfcache-old")
+    state.requests.clear()
+    r = fetch(env, tmp_path, "org/a")
+    assert r.returncode == 2 and "needs 1000000.00 GB" in r.stderr and "HF_HUB_CACHE" in r.stderr
+    assert not [p for m, p, _ in state.requests if p.endswith("model.safetensors")]
+
+
+def test_fetch_hub_target_plans_only_the_hub_checkpoints(tmp_path: Path) -> None:
+    from workflow_helpers import REPO, dry_run_job_wildcards
+
+    jobs = dry_run_job_wildcards(tmp_path, "fetch_hub", config=REPO / "config/paper.yaml")
+    assert set(jobs) == {"fetch_hub", "fetch_hub_model", "fetch_benchmark_data"}  # no merge or evaluation
+    assert len(jobs["fetch_hub_model"]) == 52 and len(jobs["fetch_benchmark_data"]) == 16
+
+
+def tiny_dataset(rows: list[tuple[str, str]]) -> dict[str, bytes]:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"question": [q for q, _ in rows], "answer": [a for _, a in rows]}), buf)
+    return {"README.md": b"# tiny benchmark\n", "data/test-00000-of-00001.parquet": buf.getvalue()}
+
+
+def test_benchmark_data_fetched_once_at_locked_revision_then_checked_offline(hub, tmp_path: Path) -> None:
+    state, env = hub
+    env = {**env, "HF_HOME": str(tmp_path / "hfhome"), "HF_DATASETS_OFFLINE": "0"}
+    ds = Repo()
+    first = ds.push(tiny_dataset([("1+1", "2")]))
+    state.repos.update({"org/tinyds": ds, "org/gpqa": Repo(gated=True)})
+    lock = tmp_path / "results/hub.lock"
+
+    def data(*args: str, offline: bool = False) -> subprocess.CompletedProcess[str]:
+        e = {**env, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"} if offline else env
+        cmd = [sys.executable, "-m", "wildmerge.benchmark_data", *args, "--lock", str(lock)]
+        return subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=120)
+
+    r = data("tinybench", "org/tinyds", "--out", str(tmp_path / "data/tinybench.json"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "data/tinybench.json").read_text())["commit"] == first
+    ds.push(tiny_dataset([("2+2", "4")]))  # upstream change: the lock holds
+    r = data("tinybench", "org/tinyds", "--out", str(tmp_path / "data/tinybench.json"))
+    assert r.returncode == 0 and json.loads((tmp_path / "data/tinybench.json").read_text())["commit"] == first
+    assert data("tinybench", "org/tinyds", "--out", "-", "--check", offline=True).returncode == 0
+    missing = data("otherbench", "org/other", "--out", "-", "--check", offline=True)
+    assert missing.returncode == 2 and "benchmark otherbench" in missing.stderr
+    (tmp_path / "hfhome").rename(tmp_path / "hfhome-gone")  # locked, but not in the cache
+    gone = data("tinybench", "org/tinyds", "--out", "-", "--check", offline=True)
+    assert gone.returncode == 2 and "benchmark tinybench" in gone.stderr and "not in the datasets cache" in gone.stderr
+    gated = data("gpqa", "org/gpqa", "--out", str(tmp_path / "data/gpqa.json"))
+    assert gated.returncode == 2 and "gpqa" in gated.stderr and "HF_TOKEN" in gated.stderr
+    assert TOKEN not in r.stderr + gated.stderr + lock.read_text()
+    (tmp_path / "hfhome-gone").rename(tmp_path / "hfhome")
+    up = subprocess.run([sys.executable, "-m", "wildmerge.hub", "update", "--lock", str(lock), "--hub-root",
+                         str(tmp_path / "hub"), "--data-root", str(tmp_path / "data")], env=env, capture_output=True, text=True, timeout=120)
+    assert up.returncode == 0 and "1 lock entr(y/ies) moved forward" in up.stdout, up.stderr
+    assert not (tmp_path / "data/tinybench.json").exists()  # its benchmark is fetched (and scored) again
+
+
+def test_workflow_fetches_benchmark_data_into_the_lock(hub, tmp_path: Path) -> None:
+    from workflow_helpers import REPO, SNAKEMAKE, write_config
+
+    state, env = hub
+    ds = Repo()
+    commit = ds.push(tiny_dataset([("1+1", "2")]))
+    state.repos["org/tinyds"] = ds
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "tinybench.yaml").write_text(
+        "task: tinybench\ndataset_path: org/tinyds\ntest_split: test\noutput_type: generate_until\n"
+        "doc_to_text: '{{question}}'\ndoc_to_target: '{{answer}}'\n"
+    )
+    cfg = write_config(tmp_path / "data.yaml", {"evaluation": {"include_path": str(tasks), "benchmarks": ["tinybench"]}})
+    cmd = SNAKEMAKE + ["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile",
+                       str(REPO / "config.yaml"), str(cfg), "-c1", "resources/data/tinybench.json"]
+    env = {**env, "HF_HOME": str(tmp_path / "hfhome"), "HF_DATASETS_OFFLINE": "0", "NO_PROXY": "127.0.0.1"}
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
+    rec = json.loads((tmp_path / "resources/data/tinybench.json").read_text())
+    assert [d["commit"] for d in rec["datasets"]] == [commit] and rec["datasets"][0]["dataset"] == "org/tinyds"
+    assert "dataset:org/tinyds" in (tmp_path / "results/demo/hub.lock").read_text()
+
+
+def test_evaluations_wait_for_fetched_benchmark_data_except_the_generated_demo(tmp_path: Path) -> None:
+    from workflow_helpers import REPO, dry_run_jobs
+
+    paper = dry_run_jobs(tmp_path / "paper", config=REPO / "config/paper.yaml")
+    assert paper["fetch_benchmark_data"] == 16 and paper["fetch_hub_model"] == 52
+    assert "fetch_benchmark_data" not in dry_run_jobs(tmp_path / "demo")  # demo stays offline, no extra jobs

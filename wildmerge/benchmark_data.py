@@ -1,0 +1,178 @@
+"""Benchmark datasets from the hub, fetched once at a locked revision (not by each evaluation job).
+
+``fetch_dataset`` resolves ``path[/name]@revision`` to a commit (recorded in the lock file, like
+the hub checkpoints), fills the ``datasets`` cache at that commit, and writes a small record
+(benchmark, dataset, commit) for provenance. ``check_cached`` lets an evaluation job running
+with the hub offline fail at once, naming the benchmark, when its data was never fetched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from wildmerge.hub import HubError, _retrying
+from wildmerge.hub_lock import LockEntry, get_or_add
+
+
+LOCAL_BUILDERS = {"json", "csv", "parquet", "text", "arrow", "pandas"}  # data_files on disk: nothing to fetch
+
+
+def task_datasets(benchmark: str, include_path: str | None) -> list[tuple[str, str | None, str | None]]:
+    """The hub datasets (path, name, revision) a benchmark (task, group or tag) reads, from lm-eval's YAML.
+
+    Local datasets (``json``/``csv``/... builders with files on disk) are left out.
+    """
+    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks._index import Kind
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    tm = TaskManager(include_path=include_path, include_defaults=not _all_local(benchmark, include_path))
+    found: dict[tuple[str, str | None, str | None], None] = {}
+    seen: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in seen:
+            return
+        seen.add(name)
+        entry = tm.task_index.get(name)
+        if entry is None:
+            raise HubError(f"evaluation.benchmarks: {name!r} (in {benchmark}) is not an lm-eval task, group or tag")
+        if entry.kind == Kind.TAG:
+            for other, e in tm.task_index.items():
+                if name in e.tags:
+                    visit(other)
+            return
+        cfg = load_yaml(entry.yaml_path, resolve_func=False) if entry.yaml_path else dict(entry.cfg or {})
+        if entry.kind == Kind.GROUP:
+            for sub in cfg.get("task", []):
+                if isinstance(sub, str):
+                    visit(sub)
+                elif isinstance(sub, dict) and "dataset_path" in sub:
+                    _add(sub)
+                elif isinstance(sub, dict) and "task" in sub:
+                    visit(str(sub["task"]))
+            return
+        _add(cfg)
+
+    def _add(cfg: dict[str, Any]) -> None:
+        path = cfg.get("dataset_path")
+        if path and path not in LOCAL_BUILDERS and not Path(str(path)).exists():
+            kwargs = cfg.get("dataset_kwargs") or {}
+            found[(str(path), cfg.get("dataset_name"), kwargs.get("revision"))] = None
+
+    visit(benchmark)
+    return list(found)
+
+
+def _all_local(benchmark: str, include_path: str | None) -> bool:
+    if not include_path:
+        return False
+    from lm_eval.tasks import TaskManager
+
+    return benchmark in TaskManager(include_path=include_path, include_defaults=False).task_index
+
+
+DATASET_PREFIX = "dataset:"  # lock entries of benchmark datasets
+
+
+def _source(path: str, name: str | None) -> str:
+    return f"{DATASET_PREFIX}{path}" + (f":{name}" if name else "")
+
+
+def resolve_dataset(path: str, revision: str | None, key: str, log: logging.Logger) -> str:
+    from huggingface_hub import HfApi
+
+    info = _retrying(lambda: HfApi().dataset_info(path, revision=revision), path, revision, key, log)
+    return str(info.sha)
+
+
+def fetch_dataset(
+    benchmark: str,
+    path: str,
+    name: str | None,
+    revision: str | None,
+    out: Path,
+    lock_path: Path,
+    log: logging.Logger | None = None,
+) -> dict[str, Any]:
+    """Download benchmark ``benchmark``'s dataset at its locked commit; write its record to ``out``."""
+    import datasets
+
+    log = log or logging.getLogger(__name__)
+    key = f"evaluation.benchmarks: {benchmark} (dataset {path})"
+    entry = get_or_add(
+        lock_path, _source(path, name), revision,
+        lambda: LockEntry(_source(path, name), revision, resolve_dataset(path, revision, key, log)),
+    )
+    _retrying(lambda: datasets.load_dataset(path, name, revision=entry.commit), path, entry.commit, key, log)
+    record = {"benchmark": benchmark, "dataset": path, "name": name, "requested": revision, "commit": entry.commit}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    log.info("fetched dataset %s@%s for %s", path, entry.commit, benchmark)
+    return record
+
+
+def check_cached(benchmark: str, path: str, name: str | None, commit: str) -> None:
+    """With the hub offline: the dataset is in the cache at ``commit``, else a clear error."""
+    import datasets
+
+    try:
+        datasets.load_dataset(path, name, revision=commit)
+    except Exception as err:
+        raise HubError(
+            f"benchmark {benchmark}: its dataset {path}@{commit[:12]} is not in the datasets cache "
+            f"(HF_DATASETS_CACHE); run the fetch_benchmark_data job (or `snakemake fetch_hub`) first ({type(err).__name__})"
+        ) from None
+
+
+def use_fetched_data(record_files: list[str]) -> list[dict[str, Any]]:
+    """In an evaluation job: hub offline, every fetched dataset checked in the cache; the records.
+
+    Call before lm-eval (or ``datasets``) is imported: their offline switches are read at import.
+    """
+    import os
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    records = [json.loads(Path(f).read_text()) for f in record_files]
+    for rec in records:
+        for d in rec["datasets"]:
+            check_cached(rec["benchmark"], d["dataset"], d["name"], d["commit"])
+    return records
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m wildmerge.benchmark_data", description=fetch_dataset.__doc__)
+    ap.add_argument("benchmark")
+    ap.add_argument("dataset")
+    ap.add_argument("--name")
+    ap.add_argument("--revision")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--lock", type=Path, default=Path("results/hub.lock"))
+    ap.add_argument("--check", action="store_true", help="only check the locked commit is cached (offline)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        if args.check:
+            from wildmerge.hub_lock import lock_key, read_lock
+
+            entry = read_lock(args.lock).get(lock_key(_source(args.dataset, args.name), args.revision))
+            if entry is None:
+                raise HubError(f"benchmark {args.benchmark}: dataset {args.dataset} is not in the lock {args.lock}; fetch it first")
+            check_cached(args.benchmark, args.dataset, args.name, entry.commit)
+            return 0
+        fetch_dataset(args.benchmark, args.dataset, args.name, args.revision, args.out, args.lock)
+    except HubError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
