@@ -49,3 +49,20 @@ def test_paper_architecture_preflight_merge_keeps_tying(tmp_path, arch):
     assert cfg["tie_word_embeddings"] is tied and cfg["model_type"] == model_type
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.config.tie_word_embeddings is tied
+
+
+def test_resized_vocabulary_without_resolution_is_an_error_not_a_partial_merge(tmp_path):
+    """mergekit truncates a mismatched embedding with only a warning: wildmerge refuses."""
+    from transformers import AutoModelForCausalLM
+
+    base = tiny_models.build("llama-3.2-3b", tmp_path / "base")
+    expert = _perturb(base, tmp_path / "resized", 5)
+    model = AutoModelForCausalLM.from_pretrained(expert)
+    model.resize_token_embeddings(model.config.vocab_size + 64)  # like MergeBench's 128,320 rows
+    model.save_pretrained(expert, safe_serialization=True)
+    out = tmp_path / "merged"
+    # mergekit either refuses (ValueError, "Tensor size mismatch") or truncates with a
+    # warning, which wildmerge turns into PartialMergeError: never a merged output.
+    with pytest.raises((ValueError, merging.PartialMergeError), match="(?i)mismatch|truncation"):
+        merging.merge(base, [expert], "task_arithmetic", {"lambda": 1.0}, out)
+    assert not out.exists() and not out.with_name("merged.partial").exists()
