@@ -435,3 +435,22 @@ def test_all_problems_reported_at_once(tmp_path, base, clone, resized):
         "remote_code", "architecture"
     }
     assert "'ok'" not in msg
+
+
+def test_config_fields_that_do_not_change_weights_accepted(base, clone):
+    expert = clone("chat")
+    edit_config(expert, torch_dtype="bfloat16", use_cache=False, transformers_version="4.99.0")
+    (expert / "generation_config.json").write_text(json.dumps({"temperature": 0.6, "do_sample": True}))
+    report = preflight(base, {"chat": expert})
+    assert report["ok"] is True and report["experts"]["chat"]["issues"] == []
+
+
+def test_bf16_expert_with_fp32_base_accepted(tmp_path, base):
+    expert = make_ckpt(tmp_path / "bf16", seed=3)
+    from safetensors.torch import load_file, save_file
+
+    tensors = {k: v.to(torch.bfloat16) for k, v in load_file(expert / "model.safetensors").items()}
+    save_file(tensors, expert / "model.safetensors", metadata={"format": "pt"})
+    edit_config(expert, torch_dtype="bfloat16")
+    report = preflight(base, {"bf16": expert})
+    assert report["ok"] is True and report["experts"]["bf16"]["status"] == "ok"

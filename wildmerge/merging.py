@@ -262,6 +262,30 @@ def _check_finite(directory: Path) -> int:
     return count
 
 
+class PartialMergeError(RuntimeError):
+    """mergekit truncated or skipped an input tensor: the merge would be partial."""
+
+
+#: Fragments of mergekit log warnings that mean an input was truncated or dropped.
+_PARTIAL_MARKERS = ("vocabulary truncation", "skipping", "shape mismatch", "size mismatch")
+
+
+class _PartialMergeGuard(logging.Handler):
+    """Collects mergekit warnings that announce a partial merge."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record is not ours to judge
+            return
+        if any(m in text.lower() for m in _PARTIAL_MARKERS):
+            self.messages.append(text)
+
+
 def _has_tokenizer(path: str) -> bool:
     p = Path(path)
     return not p.is_dir() or any((p / f).exists() for f in _TOKENIZER_FILES)
@@ -327,8 +351,21 @@ def merge(
     if partial.exists():
         shutil.rmtree(partial)
     partial.parent.mkdir(parents=True, exist_ok=True)
+    guard = _PartialMergeGuard()
+    root = logging.getLogger()
+    root.addHandler(guard)
     try:
-        run_merge(merge_config, str(partial), mergekit_options, config_source=config_yaml)
+        try:
+            run_merge(merge_config, str(partial), mergekit_options, config_source=config_yaml)
+        finally:
+            root.removeHandler(guard)
+        if guard.messages:
+            raise PartialMergeError(
+                f"mergekit merged only part of the inputs into {out_dir} (nothing written): "
+                + "; ".join(guard.messages[:5])
+                + ". Fix: run pre-flight and set `merge.tokenizer_source` (base/union) for "
+                "resized vocabularies; experts whose other tensors differ in shape cannot be merged."
+            )
         (partial / "mergekit_config.yml").write_text(config_yaml, encoding="utf-8")
         n_tensors = _check_finite(partial)
     except BaseException:
