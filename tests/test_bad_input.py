@@ -266,3 +266,24 @@ def test_collect_scores_names_a_spoiled_score_file_and_its_redo_command(tmp_path
         collect_scores(files)
     assert str(err.value).startswith(f"{files[1]}: {why}")
     assert f"redo it with `snakemake --forcerun {files[1].parent}`" in str(err.value)
+
+
+def test_missing_local_path_read_as_hub_id_says_so_and_fails_once(tmp_path):
+    """No models/ here: 'models/ghost' is a valid hub id, so it is read as one; the dry run says
+    so (the hub is offline), and the fetch fails once, naming the key and both readings."""
+    cfg = tmp_path / "study.yaml"
+    cfg.write_text(DEMO.replace("      arith: demo:arith\n", "      arith: models/ghost\n"))
+    plan = smk(tmp_path, "-n", config=cfg)
+    assert "read as hub ids (no local directory of that name exists here)" in plan.stdout + plan.stderr
+    assert "models/ghost" in plan.stdout + plan.stderr
+    run = smk(tmp_path, "--cores", "1", "fetch_hub", config=cfg, check=False)
+    out = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert out.count("Error in rule fetch_hub_model") == 1, out  # not retried
+    logs = "".join(p.read_text(errors="replace") for p in tmp_path.rglob("*.log"))
+    assert (
+        "bases.tiny-llama.experts.arith: 'models/ghost' (read as a hub id: no local directory "
+        "models/ghost exists here) is not fetched yet and the hub is offline"
+    ) in logs + out
+    hub = tmp_path / "resources" / "hub"
+    assert not hub.exists() or not any(f.is_file() for f in hub.rglob("*"))  # nothing written

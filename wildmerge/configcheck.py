@@ -201,6 +201,24 @@ def check_sources(study: Any) -> None:
                 )
     if problems:
         raise ConfigFileError("\n  ".join(problems[:SHOW * 2]))
+    _say_unfetched_hub_ids(study)
+
+
+def _say_unfetched_hub_ids(study: Any) -> None:
+    """With the hub offline, say which sources were read as hub ids and are not fetched yet
+    (a typo in a local path, e.g. ``models/ghost``, shows up here before any job runs)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes", "on"):
+        return
+    pending = sorted({c.source for c in study.all_checkpoints() if c.kind == "hub" and not Path(c.path).exists()})
+    if pending:
+        import logging
+
+        logging.getLogger("wildmerge").warning(
+            "read as hub ids (no local directory of that name exists here), not fetched yet, "
+            "and the hub is offline (HF_HUB_OFFLINE=1): %s%s",
+            ", ".join(pending[:SHOW]),
+            f" and {len(pending) - SHOW} more" if len(pending) > SHOW else "",
+        )
 
 
 # --------------------------------------------------------------------------- benchmarks

@@ -45,6 +45,12 @@ def _explain(err: BaseException, repo_id: str, revision: str | None, key: str) -
     """A clear error for a failure that retrying cannot fix (401/403/404), else None."""
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
+    if type(err).__name__ == "OfflineModeIsEnabled":
+        local = "" if os.path.isabs(repo_id) else f" (read as a hub id: no local directory {repo_id} exists here)"
+        return HubError(
+            f"{key}: {repo_id!r}{local} is not fetched yet and the hub is offline (HF_HUB_OFFLINE=1): "
+            f"for a local checkpoint give an existing directory; to download it unset HF_HUB_OFFLINE"
+        )
     status = _status(err)
     access = (
         f"accept its license at https://huggingface.co/{repo_id} and export HF_TOKEN with a token that has "
