@@ -132,3 +132,69 @@ def test_paper_architecture_all_methods_match_reference_and_score(tmp_path, arch
             model_dir, [{"name": "demo_count"}], {"demo_count": out_file}, include_path=demo_tasks, batch_size=8
         )
         assert 0.0 <= values["demo_count"] <= 1.0 and json.loads(out_file.read_text())["n_samples"]
+
+
+# ---------------------------------------------------------------------------
+# Heads saved differently from the base's tying
+# ---------------------------------------------------------------------------
+
+
+def _edit(d: Path, drop: str | None = None, add: dict | None = None, tie: bool | None = None) -> Path:
+    tensors = load_file(d / "model.safetensors")
+    if drop:
+        del tensors[drop]
+    tensors.update(add or {})
+    save_file(tensors, d / "model.safetensors", metadata={"format": "pt"})
+    if tie is not None:
+        cfg = json.loads((d / "config.json").read_text())
+        cfg["tie_word_embeddings"] = tie
+        (d / "config.json").write_text(json.dumps(cfg))
+    return d
+
+
+def test_redundant_lm_head_of_a_tied_expert_is_ignored_and_reported(tmp_path):
+    """Base ties its head; an expert (config also tied) saved an explicit lm_head anyway:
+    transformers ignores it for the expert, so the merge does too, and the report says so."""
+    base = tiny_models.build("llama-3.2-3b", tmp_path / "base")
+    plain = _perturb(base, tmp_path / "plain", 1)
+    noisy = _perturb(base, tmp_path / "noisy", 2)
+    emb = load_file(noisy / "model.safetensors")["model.embed_tokens.weight"]
+    _edit(noisy, add={"lm_head.weight": emb + 1.0})
+    report = preflight(base, {"plain": plain, "noisy": noisy})
+    assert any("saves lm_head.weight although its config ties it" in w for w in report["experts"]["noisy"]["warnings"])
+    out = tmp_path / "merged"
+    merging.merge(base, [plain, noisy], "task_arithmetic", {"lambda": 1.0, "normalize": True}, out)
+    merged = load_file(out / "model.safetensors")
+    assert "lm_head.weight" not in merged
+    b = load_file(base / "model.safetensors")["model.embed_tokens.weight"]
+    p = load_file(plain / "model.safetensors")["model.embed_tokens.weight"]
+    torch.testing.assert_close(merged["model.embed_tokens.weight"], b + ((p - b) + (emb - b)) / 2)
+
+
+def test_tied_expert_of_an_untied_base_merges_its_embedding_as_head(tmp_path):
+    """Base has a separate lm_head; an expert ties its head (none saved): its head is its
+    embedding, as transformers loads it, and mergekit merges that into the base's lm_head."""
+    base = tiny_models.build("llama-3.1-8b", tmp_path / "base")
+    plain = _perturb(base, tmp_path / "plain", 1)
+    tied = _edit(_perturb(base, tmp_path / "tied", 2), drop="lm_head.weight", tie=True)
+    report = preflight(base, {"plain": plain, "tied": tied})
+    assert any("ties its output embedding" in w for w in report["experts"]["tied"]["warnings"])
+    out = tmp_path / "merged"
+    merging.merge(base, [plain, tied], "task_arithmetic", {"lambda": 1.0, "normalize": True}, out)
+    merged = load_file(out / "model.safetensors")
+    b = load_file(base / "model.safetensors")["lm_head.weight"]
+    p = load_file(plain / "model.safetensors")["lm_head.weight"]
+    t = load_file(tied / "model.safetensors")["model.embed_tokens.weight"]
+    torch.testing.assert_close(merged["lm_head.weight"], b + ((p - b) + (t - b)) / 2)
+    assert json.loads((out / "config.json").read_text())["tie_word_embeddings"] is False
+
+
+def test_untied_expert_of_a_tied_base_is_refused(tmp_path):
+    """A separately trained head cannot live in the base's tied layout: refused, naming the key."""
+    from wildmerge.preflight import PreflightError
+
+    base = tiny_models.build("qwen3-4b", tmp_path / "base")
+    emb = load_file(base / "model.safetensors")["model.embed_tokens.weight"]
+    untied = _edit(_perturb(base, tmp_path / "untied", 1), add={"lm_head.weight": emb + 0.5}, tie=False)
+    with pytest.raises(PreflightError, match="tie_word_embeddings is False in expert 'untied'"):
+        preflight(base, {"untied": untied})

@@ -223,6 +223,40 @@ def _tensor_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("*.safetensors")) + sorted(directory.glob("*.bin"))
 
 
+def _drop_head_the_base_ties(directory: Path, base: Path) -> bool:
+    """mergekit writes ``lm_head.weight`` when an expert saved one, even where the base (and so
+    the merged config) ties the head to ``model.embed_tokens.weight``: transformers would ignore
+    it on load, so it is removed to keep the base's tied layout.  True if one was removed."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    head = "lm_head.weight"
+    try:
+        tied = json.loads((Path(base) / "config.json").read_text()).get("tie_word_embeddings")
+    except (OSError, ValueError):
+        return False
+    base_names = {n for f in Path(base).glob("*.safetensors") for n in safe_open(str(f), "pt").keys()}
+    if not tied or head in base_names:
+        return False
+    removed = False
+    for file in sorted(directory.glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as handle:
+            if head not in handle.keys():
+                continue
+            metadata = handle.metadata()
+            kept = {n: handle.get_tensor(n) for n in handle.keys() if n != head}
+        save_file(kept, str(file), metadata=metadata)
+        removed = True
+    index = directory / "model.safetensors.index.json"
+    if removed and index.exists():
+        data = json.loads(index.read_text())
+        data.get("weight_map", {}).pop(head, None)
+        index.write_text(json.dumps(data, indent=2))
+    return removed
+
+
 def _check_finite(directory: Path) -> int:
     """Raise NonFiniteTensorError naming every tensor with NaN/Inf; return the tensor count."""
     import torch
@@ -367,6 +401,8 @@ def merge(
                 "resized vocabularies; experts whose other tensors differ in shape cannot be merged."
             )
         (partial / "mergekit_config.yml").write_text(config_yaml, encoding="utf-8")
+        if _drop_head_the_base_ties(partial, Path(base)):
+            LOG.info("dropped lm_head.weight from the merge: the base ties it to the embeddings")
         n_tensors = _check_finite(partial)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)

@@ -540,14 +540,30 @@ def _compare(base: _Checkpoint, ck: _Checkpoint) -> list[_Issue]:
             ))
 
     b_tie, v_tie = base.cfg("tie_word_embeddings"), ck.cfg("tie_word_embeddings")
-    if b_tie is not None and v_tie is not None and bool(b_tie) != bool(v_tie):
+    head, embed = "lm_head.weight", "model.embed_tokens.weight"
+    # heads transformers does not load as saved: what mergekit does with them is written down
+    ignore_head = False
+    if b_tie and head not in base.tensors and head in ck.tensors and v_tie:
+        ignore_head = True
+        ck.warnings.append(
+            f"saves {head} although its config ties it to {embed}: transformers ignores it when "
+            f"loading '{ck.name}', so the merge does too (dropped from the merged model, which "
+            f"keeps the base's tied head)"
+        )
+    elif not b_tie and b_tie is not None and head in base.tensors and v_tie and head not in ck.tensors:
+        ignore_head = True
+        ck.warnings.append(
+            f"ties its output embedding (no {head} saved): its head is its {embed}, as "
+            f"transformers loads it, and mergekit merges that into the base's separate {head}"
+        )
+    elif b_tie is not None and v_tie is not None and bool(b_tie) != bool(v_tie):
         issues.append(_Issue(
             "tie_word_embeddings",
             f"config.json tie_word_embeddings is {v_tie!r} {vs} {b_tie!r} {in_base}: "
             f"the output embedding is tied in one and separate in the other",
-            fix=f"'{ck.name}' does not share the base's embedding layout: remove it from this "
-            f"base's experts (or restore the base's tie_word_embeddings in its config.json if "
-            f"it was edited)",
+            fix=f"'{ck.name}' trained a separate output head that the base's tied layout cannot "
+            f"hold (a merge would have to untie the merged model): remove it from this base's "
+            f"experts (or restore the base's tie_word_embeddings in its config.json if it was edited)",
             key="config.json:tie_word_embeddings", base=b_tie, value=v_tie,
         ))
     elif (b_tie is None) != (v_tie is None):
@@ -565,8 +581,8 @@ def _compare(base: _Checkpoint, ck: _Checkpoint) -> list[_Issue]:
             tokenizer=True,
         ))
 
-    missing = sorted(set(base.tensors) - set(ck.tensors))
-    unexpected = sorted(set(ck.tensors) - set(base.tensors))
+    missing = sorted(set(base.tensors) - set(ck.tensors) - ({head} if ignore_head else set()))
+    unexpected = sorted(set(ck.tensors) - set(base.tensors) - ({head} if ignore_head else set()))
     fix_names = (
         f"'{ck.name}' must hold exactly the base's tensors: use a full (not LoRA, pruned or "
         f"quantized) fine-tune of this base, or remove it from this base's experts"
