@@ -198,3 +198,46 @@ def test_untied_expert_of_a_tied_base_is_refused(tmp_path):
     untied = _edit(_perturb(base, tmp_path / "untied", 1), add={"lm_head.weight": emb + 0.5}, tie=False)
     with pytest.raises(PreflightError, match="tie_word_embeddings is False in expert 'untied'"):
         preflight(base, {"untied": untied})
+
+
+def _resized_expert(tmp_path: Path, base: Path) -> Path:
+    from transformers import AutoModelForCausalLM
+
+    expert = _perturb(base, tmp_path / "resized", 5)
+    model = AutoModelForCausalLM.from_pretrained(expert)
+    model.resize_token_embeddings(model.config.vocab_size + 64)
+    model.save_pretrained(expert, safe_serialization=True)
+    return expert
+
+
+def test_mergekit_truncation_warning_becomes_an_error(tmp_path):
+    """With mergekit's unsafe_truncate_embeddings, mergekit drops the extra rows with only a
+    warning: wildmerge turns that partial merge into PartialMergeError, writing nothing."""
+    base = tiny_models.build("llama-3.1-8b", tmp_path / "base")
+    expert = _resized_expert(tmp_path, base)
+    out = tmp_path / "merged"
+    with pytest.raises(merging.PartialMergeError, match="(?i)vocabulary truncation.*tokenizer_source"):
+        merging.merge(base, [expert], "task_arithmetic", {"lambda": 1.0}, out, options={"unsafe_truncate_embeddings": True})
+    assert not out.exists() and not out.with_name("merged.partial").exists()
+
+
+def test_resized_vocabulary_merged_with_the_base_tokenizer(tmp_path):
+    """merge.tokenizer_source: base (config/paper.yaml): the extra rows are dropped and the
+    merged model has the base's vocabulary, rows indexed by the base's tokens."""
+    import numpy as np
+    from transformers import AutoModelForCausalLM
+
+    base = tiny_models.build("llama-3.1-8b", tmp_path / "base")
+    plain = _perturb(base, tmp_path / "plain", 1)
+    expert = _resized_expert(tmp_path, base)
+    out = tmp_path / "merged"
+    merging.merge(base, [plain, expert], "task_arithmetic", {"lambda": 1.0, "normalize": True}, out, tokenizer_source="base")
+    b = load_file(base / "model.safetensors")
+    merged = _tensors(out)
+    p, e = load_file(plain / "model.safetensors"), _tensors(expert)
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        assert merged[name].shape == tuple(b[name].shape)
+        rows = b[name].shape[0]  # the base's tokens keep their ids: rows are matched one to one
+        expected = b[name].numpy() + ((p[name].numpy() - b[name].numpy()) + (e[name][:rows] - b[name].numpy())) / 2
+        np.testing.assert_allclose(merged[name], expected, rtol=1e-5, atol=1e-6)
+    assert AutoModelForCausalLM.from_pretrained(out).config.vocab_size == b["model.embed_tokens.weight"].shape[0]
