@@ -241,3 +241,23 @@ def test_resized_vocabulary_merged_with_the_base_tokenizer(tmp_path):
         expected = b[name].numpy() + ((p[name].numpy() - b[name].numpy()) + (e[name][:rows] - b[name].numpy())) / 2
         np.testing.assert_allclose(merged[name], expected, rtol=1e-5, atol=1e-6)
     assert AutoModelForCausalLM.from_pretrained(out).config.vocab_size == b["model.embed_tokens.weight"].shape[0]
+
+
+@pytest.mark.parametrize("base_dtype", [torch.float32, torch.float16])
+def test_bf16_experts_with_fp32_or_fp16_base_merge(tmp_path, base_dtype):
+    """Mixed-dtype checkpoints pass pre-flight and merge (inputs cast to the merge dtype)."""
+    import numpy as np
+
+    base = tiny_models.build("qwen3-8b", tmp_path / "base")
+    experts = [_perturb(base, tmp_path / f"e{i}", i) for i in (1, 2)]
+    for d, dtype in [(base, base_dtype), *((e, torch.bfloat16) for e in experts)]:
+        save_file({k: v.to(dtype) for k, v in load_file(d / "model.safetensors").items()}, d / "model.safetensors", metadata={"format": "pt"})
+    report = preflight(base, {e.name: e for e in experts})
+    assert all(r["status"] == "ok" for r in report["experts"].values())
+    out = tmp_path / "merged"
+    merging.merge(base, experts, "task_arithmetic", {"lambda": 1.0, "normalize": True}, out, dtype="float32")
+    merged, b = _tensors(out), _tensors(base)
+    es = [_tensors(e) for e in experts]
+    name = "model.layers.0.self_attn.q_proj.weight"
+    expected = b[name] + ((es[0][name] - b[name]) + (es[1][name] - b[name])) / 2
+    np.testing.assert_allclose(merged[name], expected, rtol=1e-5, atol=1e-6)
