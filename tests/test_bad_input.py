@@ -175,20 +175,40 @@ def _from_other_model(path):
     path.write_text(other.read_text())
 
 
-@pytest.mark.parametrize("spoil, why", [(_truncate, "not valid JSON")], ids=["truncated"])
-def test_spoiled_score_file_stops_aggregation_and_no_table_looks_current(demo_run, tmp_path, spoil, why):
+def _edit_value(path):
+    import json
+
+    record = json.loads(path.read_text())
+    record["value"] = "0.9"  # hand-edited; its score key still says it is current
+    path.write_text(json.dumps(record))
+
+
+def test_spoiled_score_file_is_scored_again_or_stops_aggregation(demo_run, tmp_path):
+    """A truncated score file is not current: the next run scores exactly that (model,
+    benchmark) again. One edited by hand that still looks current stops the aggregation,
+    naming the file and the command that redoes it, and no table is left looking current."""
     import shutil
+
+    from workflow_helpers import dry_run_job_wildcards
 
     work = Path(shutil.copytree(demo_run, tmp_path / "work", symlinks=True))
     res = work / "results/demo"
     score = res / "scores/tiny-llama/expert-arith/demo_arith.json"
-    spoil(score)
+    original = score.read_text()
+    _truncate(score)
+    jobs = dry_run_job_wildcards(work)
+    evals = {r: w for r, w in jobs.items() if r.startswith("evaluate")}
+    assert [w for ws in evals.values() for w in ws] == ["base=tiny-llama, model=expert-arith"], jobs
+    assert "merge" not in jobs
+
+    score.write_text(original)
+    _edit_value(score)
     proc = smk(work, "--cores", "1", "--forcerun", "collect_scores", check=False)
     out = proc.stdout + proc.stderr + (res / "logs/collect_scores.log").read_text()
     assert proc.returncode != 0
-    assert f"results/demo/scores/tiny-llama/expert-arith/demo_arith.json: {why}" in out
-    assert "redo it with `snakemake --forcerun results/demo/scores/tiny-llama/expert-arith" in out
-    assert "JSONDecodeError" not in out
+    assert "results/demo/scores/tiny-llama/expert-arith/demo_arith.json: " in out
+    assert "redo it with `snakemake --forcerun results/demo/scores/tiny-llama/expert-arith/demo_arith.json`" in out
+    assert "JSONDecodeError" not in out and "Traceback" not in proc.stdout
     assert not (res / "scores.csv").exists()
     # nothing made from the previous scores.csv is left looking current
     assert not list((res / "tables").glob("*"))
@@ -265,7 +285,7 @@ def test_collect_scores_names_a_spoiled_score_file_and_its_redo_command(tmp_path
     with pytest.raises(ValueError) as err:
         collect_scores(files)
     assert str(err.value).startswith(f"{files[1]}: {why}")
-    assert f"redo it with `snakemake --forcerun {files[1].parent}`" in str(err.value)
+    assert f"redo it with `snakemake --forcerun {files[1]}`" in str(err.value)
 
 
 def test_missing_local_path_read_as_hub_id_says_so_and_fails_once(tmp_path):

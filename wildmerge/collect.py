@@ -32,8 +32,8 @@ def score_files(dirs: Iterable[str | Path], benchmarks: Sequence[str]) -> list[P
         missing = [f.name for f in files if not f.is_file()]
         if missing:
             raise FileNotFoundError(
-                f"{d}: no score file {missing}; redo its evaluation with "
-                f"`snakemake --forcerun {d}` (with your usual --configfile/--profile)"
+                f"{d}: no score file {missing}; rerun the workflow (with your usual "
+                f"--configfile/--profile): a missing score is scored again"
             )
         out += files
     return out

@@ -36,8 +36,8 @@ class ScoreFileError(ValueError):
 
 
 def redo_command(path: str | Path) -> str:
-    """The command that re-scores the model a score file belongs to (its folder is the output)."""
-    return f"snakemake --forcerun {Path(path).parent}"
+    """The command that re-scores one (model, benchmark): the score file is a job output."""
+    return f"snakemake --forcerun {Path(path)}"
 
 
 def read_score_file(path: str | Path) -> dict[str, Any]:
