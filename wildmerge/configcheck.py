@@ -9,6 +9,7 @@ Every check raises :class:`ConfigFileError` whose message is a few lines at most
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -211,8 +212,6 @@ def _say_unfetched_hub_ids(study: Any) -> None:
         return
     pending = sorted({c.source for c in study.all_checkpoints() if c.kind == "hub" and not Path(c.path).exists()})
     if pending:
-        import logging
-
         logging.getLogger("wildmerge").warning(
             "read as hub ids (no local directory of that name exists here), not fetched yet, "
             "and the hub is offline (HF_HUB_OFFLINE=1): %s%s",

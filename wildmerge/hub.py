@@ -123,7 +123,8 @@ def wanted_files(entry: LockEntry, key: str) -> list[str]:
             f"{key}: {entry.source}@{entry.commit[:12]} has no .safetensors weights ({found}); pickle checkpoints "
             f"are refused - convert it to safetensors or pick another checkpoint"
         )
-    return [n for n in names if any(fnmatch.fnmatch(Path(n).name, p) for p in ALLOW) and n not in has(ADAPTER)]
+    adapter = set(has(ADAPTER))
+    return [n for n in names if any(fnmatch.fnmatch(Path(n).name, p) for p in ALLOW) and n not in adapter]
 
 
 def check_disk(entry: LockEntry, files: list[str], target: Path, key: str) -> None:

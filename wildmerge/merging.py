@@ -237,9 +237,12 @@ def _drop_head_the_base_ties(directory: Path, base: Path) -> bool:
         tied = json.loads((Path(base) / "config.json").read_text()).get("tie_word_embeddings")
     except (OSError, ValueError):
         return False
-    base_names = {n for f in Path(base).glob("*.safetensors") for n in safe_open(str(f), "pt").keys()}
-    if not tied or head in base_names:
+    if not tied:
         return False
+    for file in Path(base).glob("*.safetensors"):
+        with safe_open(str(file), framework="pt") as handle:
+            if head in handle.keys():
+                return False
     removed = False
     for file in sorted(directory.glob("*.safetensors")):
         with safe_open(str(file), framework="pt") as handle:
