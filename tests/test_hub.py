@@ -281,3 +281,52 @@ def test_evaluations_wait_for_fetched_benchmark_data_except_the_generated_demo(t
     paper = dry_run_jobs(tmp_path / "paper", config=REPO / "config/paper.yaml")
     assert paper["fetch_benchmark_data"] == 16 and paper["fetch_hub_model"] == 52
     assert "fetch_benchmark_data" not in dry_run_jobs(tmp_path / "demo")  # demo stays offline, no extra jobs
+
+
+def _killed_mid_file(state: HubState, env: dict[str, str], tmp: Path, repo: str) -> Path:
+    """Start a fetch of ``repo`` (its weights trickle past 12 MiB), SIGKILL it mid-file; the partial left."""
+    import signal
+    import time
+
+    state.slow_once["model.safetensors"] = 12 * 1024 * 1024
+    cmd = [sys.executable, "-m", "wildmerge.hub", "fetch", repo, "--out", str(tmp / "hub" / repo.replace("/", "--")),
+           "--lock", str(tmp / "results" / "hub.lock"), "--key", f"checkpoints.{repo}"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    partial: list[Path] = []
+    while time.time() < deadline and proc.poll() is None:
+        partial = [p for p in (tmp / "hfcache").glob("models--*/blobs/*.wildmerge-partial") if p.stat().st_size > 0]
+        if partial:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)  # as a SLURM time limit would
+    proc.wait(timeout=30)
+    assert partial, "the fetch never wrote a partial file"
+    return partial[0]
+
+
+@pytest.mark.parametrize("corrupt", [False, True])
+def test_fetch_killed_mid_file_is_resumed_by_the_next_job(hub, tmp_path: Path, corrupt: bool) -> None:
+    state, env = hub
+    a = Repo()
+    a.push(model_files(1, rows=24 * 1024))  # 24 MiB: the first 10 MiB chunk is on disk before the kill
+    state.repos["org/a"] = a
+    partial = _killed_mid_file(state, env, tmp_path, "org/a")
+    have = partial.stat().st_size
+    assert 0 < have < 24 * 1024 * 1024
+    if corrupt:  # wrong bytes in the partial: the next job must not accept them
+        with open(partial, "r+b") as fh:
+            fh.write(b"\0" * 4096)
+    state.requests.clear()
+    r = fetch(env, tmp_path, "org/a")
+    assert r.returncode == 0, r.stderr
+    gets = [rng for m, p, rng in state.requests if m == "GET" and p.endswith("/model.safetensors")]
+    # the next job asks only for the missing bytes; a corrupt partial is then downloaded once more, whole
+    assert gets == ([f"bytes={have}-", None] if corrupt else [f"bytes={have}-"])
+    if corrupt:
+        assert "corrupt partial" in r.stderr
+    lock = json.loads((tmp_path / "results/hub.lock").read_text())
+    from wildmerge.provenance import file_sha256
+
+    assert file_sha256(tmp_path / "hub/org--a/model.safetensors") == lock["files"]["model.safetensors"]["sha256"]
+    assert not list((tmp_path / "hfcache").glob("**/*.wildmerge-partial"))
