@@ -330,3 +330,28 @@ def test_fetch_killed_mid_file_is_resumed_by_the_next_job(hub, tmp_path: Path, c
 
     assert file_sha256(tmp_path / "hub/org--a/model.safetensors") == lock["files"]["model.safetensors"]["sha256"]
     assert not list((tmp_path / "hfcache").glob("**/*.wildmerge-partial"))
+
+
+@pytest.mark.parametrize("failure", ["gated", "pickle"])
+def test_deterministic_failure_runs_once_under_the_slurm_profile(hub, tmp_path: Path, failure: str) -> None:
+    """The SLURM profile retries every job twice (`retries: 2`); the fetch rules' own `retries: 0` wins
+    (Snakemake 9: a rule's value overrides --retries), so a gated or pickle-only repository fails once."""
+    import yaml
+    from workflow_helpers import REPO, SNAKEMAKE, write_config
+
+    profile = REPO / "profiles/slurm"
+    assert yaml.safe_load((profile / "config.v9+.yaml").read_text())["retries"] == 2
+    state, env = hub
+    a = Repo(gated=failure == "gated")
+    a.push({"config.json": b"{}", "pytorch_model.bin": b"x" * 1000} if failure == "pickle" else model_files(1))
+    state.repos["org/a"] = a
+    cfg = write_config(tmp_path / "hub.yaml", {"bases": {"tiny-llama": {"model": "demo:base", "experts": {"a": "org/a"}}}})
+    cmd = SNAKEMAKE + ["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile",
+                       str(REPO / "config.yaml"), str(cfg), "--profile", str(profile), "--executor", "local", "--cores", "1",
+                       "--latency-wait", "1", "resources/hub/org--a"]
+    r = subprocess.run(cmd, env={**env, "NO_PROXY": "127.0.0.1"}, capture_output=True, text=True, timeout=300)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and out.count("Error in rule fetch_hub_model") == 1, out[-4000:]
+    assert "Trying to restart" not in out
+    assert len([q for q in state.requests if "agent-harnesses" not in q[1]]) == 1  # one info request, no weights
+    assert TOKEN not in out + (tmp_path / "logs/fetch/org--a.log").read_text()
