@@ -355,3 +355,49 @@ def test_deterministic_failure_runs_once_under_the_slurm_profile(hub, tmp_path: 
     assert "Trying to restart" not in out
     assert len([q for q in state.requests if "agent-harnesses" not in q[1]]) == 1  # one info request, no weights
     assert TOKEN not in out + (tmp_path / "logs/fetch/org--a.log").read_text()
+
+
+LOAD_TASK = """
+import json, sys
+from wildmerge.benchmark_data import use_fetched_data
+if sys.argv[2]:
+    use_fetched_data([sys.argv[2]])
+from lm_eval.tasks import TaskManager
+task = TaskManager(include_path=sys.argv[1], include_defaults=False).load_task_or_group(["tinybench"])["tinybench"]
+print(json.dumps([doc["question"] for doc in task.test_docs()]))
+"""
+
+
+def test_lm_eval_loads_the_locked_dataset_commit_offline_not_the_latest_cached(hub, tmp_path: Path) -> None:
+    """lm-eval's own task loading, offline, in an evaluation job: the locked commit's rows, although
+    upstream moved on and a newer commit is the most recent one in the shared datasets cache."""
+    state, env = hub
+    env = {**env, "HF_HOME": str(tmp_path / "hfhome"), "HF_DATASETS_OFFLINE": "0"}
+    offline = {**env, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    ds = Repo()
+    first = ds.push(tiny_dataset([("1+1", "2")]))
+    state.repos["org/tinyds"] = ds
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "tinybench.yaml").write_text(
+        "task: tinybench\ndataset_path: org/tinyds\ntest_split: test\noutput_type: generate_until\n"
+        "doc_to_text: '{{question}}'\ndoc_to_target: '{{answer}}'\n"
+    )
+    lock, one = tmp_path / "results/hub.lock", tmp_path / "data/tinybench.0.json"
+    r = subprocess.run([sys.executable, "-m", "wildmerge.benchmark_data", "tinybench", "org/tinyds", "--out", str(one),
+                        "--lock", str(lock)], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    record = tmp_path / "data/tinybench.json"  # what fetch_benchmark_data writes for the evaluation jobs
+    record.write_text(json.dumps({"benchmark": "tinybench", "datasets": [json.loads(one.read_text())]}))
+    ds.push(tiny_dataset([("2+2", "4"), ("3+3", "6")]))  # upstream moves on, no `update`
+    newer = "import datasets; datasets.load_dataset('org/tinyds')"  # e.g. another study sharing the cache
+    assert subprocess.run([sys.executable, "-c", newer], env=env, capture_output=True, timeout=120).returncode == 0
+
+    def questions(rec: str) -> list[str]:
+        r = subprocess.run([sys.executable, "-c", LOAD_TASK, str(tasks), rec], env=offline, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    assert questions("") == ["2+2", "3+3"]  # unpinned, datasets offline takes the latest cached commit
+    assert questions(str(record)) == ["1+1"]  # pinned: the locked commit
+    assert json.loads(one.read_text())["commit"] == first
