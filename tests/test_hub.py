@@ -251,7 +251,7 @@ def test_benchmark_data_fetched_once_at_locked_revision_then_checked_offline(hub
     assert not (tmp_path / "data/tinybench.json").exists()  # its benchmark is fetched (and scored) again
 
 
-def test_workflow_fetches_benchmark_data_into_the_lock(hub, tmp_path: Path) -> None:
+def test_workflow_fetches_benchmark_data_into_the_lock_and_scores_record_the_locked_commit(hub, tmp_path: Path) -> None:
     from workflow_helpers import REPO, SNAKEMAKE, write_config
 
     state, env = hub
@@ -262,17 +262,37 @@ def test_workflow_fetches_benchmark_data_into_the_lock(hub, tmp_path: Path) -> N
     tasks.mkdir()
     (tasks / "tinybench.yaml").write_text(
         "task: tinybench\ndataset_path: org/tinyds\ntest_split: test\noutput_type: generate_until\n"
-        "doc_to_text: '{{question}}'\ndoc_to_target: '{{answer}}'\n"
+        "doc_to_text: '{{question}}'\ndoc_to_target: '{{answer}}'\ngeneration_kwargs:\n  max_gen_toks: 4\n"
     )
     cfg = write_config(tmp_path / "data.yaml", {"evaluation": {"include_path": str(tasks), "benchmarks": ["tinybench"]}})
-    cmd = SNAKEMAKE + ["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile",
-                       str(REPO / "config.yaml"), str(cfg), "-c1", "resources/data/tinybench.json"]
+    score = tmp_path / "results/demo/scores/tiny-llama/base/tinybench.json"
     env = {**env, "HF_HOME": str(tmp_path / "hfhome"), "HF_DATASETS_OFFLINE": "0", "NO_PROXY": "127.0.0.1"}
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
+
+    def snakemake(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = SNAKEMAKE + ["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile",
+                           str(REPO / "config.yaml"), str(cfg), "-c1", *args, str(score.relative_to(tmp_path))]
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
+        return r
+
+    snakemake()
     rec = json.loads((tmp_path / "resources/data/tinybench.json").read_text())
     assert [d["commit"] for d in rec["datasets"]] == [commit] and rec["datasets"][0]["dataset"] == "org/tinyds"
     assert "dataset:org/tinyds" in (tmp_path / "results/demo/hub.lock").read_text()
+    s = json.loads(score.read_text())
+    assert [d["commit"] for r in s["datasets"] for d in r["datasets"]] == [commit] and s["n_samples"]["original"] == 1
+
+    ds.push(tiny_dataset([("2+2", "4"), ("3+3", "6")]))  # upstream moves on; its newest commit also lands in
+    newer = "import datasets; datasets.load_dataset('org/tinyds')"  # the shared cache (another study)
+    assert subprocess.run([sys.executable, "-c", newer], env=env, capture_output=True, timeout=120).returncode == 0
+    state.requests.clear()
+    score.unlink()  # scored again
+    r = snakemake()
+    assert "fetch_benchmark_data" not in r.stdout + r.stderr  # no `update`: the locked data stays
+    assert not [q for q in state.requests if "tinyds" in q[1]]  # the evaluation ran offline
+    s = json.loads(score.read_text())
+    assert [d["commit"] for r in s["datasets"] for d in r["datasets"]] == [commit] and s["n_samples"]["original"] == 1
+    assert TOKEN not in json.dumps(s) + "".join(p.read_text() for p in tmp_path.glob("**/logs/**/*.log"))
 
 
 def test_evaluations_wait_for_fetched_benchmark_data_except_the_generated_demo(tmp_path: Path) -> None:
