@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from wildmerge.hub_download import HashMismatch, download_lfs
+from wildmerge.hub_download import HashMismatch, download_lfs, partial_size
 from wildmerge.hub_lock import LockedFile, LockEntry, get_or_add
 from wildmerge.provenance import file_sha256 as sha256_file
 
@@ -134,7 +134,7 @@ def check_disk(entry: LockEntry, files: list[str], target: Path, key: str) -> No
     from huggingface_hub import try_to_load_from_cache
 
     cached = lambda f: isinstance(try_to_load_from_cache(entry.source, f, revision=entry.commit), str)  # noqa: E731
-    need = sum(entry.files[f].size for f in files if not cached(f))
+    need = sum(entry.files[f].size - partial_size(entry, f) for f in files if not cached(f))
     probe = target
     while not probe.exists():
         probe = probe.parent

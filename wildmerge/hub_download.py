@@ -33,6 +33,13 @@ def _storage(repo_id: str) -> Path:
     return Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model")
 
 
+def partial_size(entry: LockEntry, name: str) -> int:
+    """Bytes of ``name`` already in its partial file (0 for none, or for a non-LFS file)."""
+    sha = entry.files[name].sha256
+    partial = _storage(entry.source) / "blobs" / f"{sha}{PARTIAL}"
+    return partial.stat().st_size if sha and partial.is_file() else 0
+
+
 def _get(url: str, partial: Path, size: int, name: str) -> None:
     """Append the bytes of ``url`` missing from ``partial`` (a Range request when some are there)."""
     from huggingface_hub.file_download import http_get
