@@ -145,6 +145,7 @@ def test_tampered_cache_file_is_rejected(hub, tmp_path: Path) -> None:
     assert r.returncode == 2 and "sha256 differs from the lock" in r.stderr
 
 
+@pytest.mark.slow  # runs the workflow
 def test_workflow_fetch_lock_and_update_reruns_only_the_changed_checkpoint(hub, tmp_path: Path) -> None:
     from workflow_helpers import REPO, SNAKEMAKE, write_config
 
@@ -197,6 +198,7 @@ def test_disk_space_is_checked_before_download(hub, tmp_path: Path) -> None:
     assert not [p for m, p, _ in state.requests if p.endswith("model.safetensors")]
 
 
+@pytest.mark.slow  # runs the workflow
 def test_fetch_hub_target_plans_only_the_hub_checkpoints(tmp_path: Path) -> None:
     from workflow_helpers import REPO, dry_run_job_wildcards
 
@@ -251,6 +253,7 @@ def test_benchmark_data_fetched_once_at_locked_revision_then_checked_offline(hub
     assert not (tmp_path / "data/tinybench.json").exists()  # its benchmark is fetched (and scored) again
 
 
+@pytest.mark.slow  # runs the workflow
 def test_workflow_fetches_benchmark_data_into_the_lock_and_scores_record_the_locked_commit(hub, tmp_path: Path) -> None:
     from workflow_helpers import REPO, SNAKEMAKE, write_config
 
@@ -295,6 +298,7 @@ def test_workflow_fetches_benchmark_data_into_the_lock_and_scores_record_the_loc
     assert TOKEN not in json.dumps(s) + "".join(p.read_text() for p in tmp_path.glob("**/logs/**/*.log"))
 
 
+@pytest.mark.slow  # runs the workflow
 def test_evaluations_wait_for_fetched_benchmark_data_except_the_generated_demo(tmp_path: Path) -> None:
     from workflow_helpers import REPO, dry_run_jobs
 
@@ -352,6 +356,7 @@ def test_fetch_killed_mid_file_is_resumed_by_the_next_job(hub, tmp_path: Path, c
     assert not list((tmp_path / "hfcache").glob("**/*.wildmerge-partial"))
 
 
+@pytest.mark.slow  # runs the workflow
 @pytest.mark.parametrize("failure", ["gated", "pickle"])
 def test_deterministic_failure_runs_once_under_the_slurm_profile(hub, tmp_path: Path, failure: str) -> None:
     """The SLURM profile retries every job twice (`retries: 2`); the fetch rules' own `retries: 0` wins
