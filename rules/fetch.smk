@@ -23,7 +23,9 @@ rule fetch_hub_model:
     resources:
         **rule_resources("fetch_hub_model", hub_downloads=1),
     # 429/5xx and dropped connections are retried inside the job (with backoff and resume);
-    # what is left (401/403/404, pickle/adapter-only, disk, hash mismatch) retrying cannot fix
+    # what is left (401/403/404, pickle/adapter-only, disk, hash mismatch) retrying cannot fix.
+    # This overrides the profile's global `retries: 2` (Snakemake 9: a rule's own value wins);
+    # a job killed mid-file (time limit) is continued by the next run, from its partial file
     retries: 0
     conda:
         "../envs/wildmerge.yaml"
@@ -66,6 +68,7 @@ rule fetch_benchmark_data:
         include_path=lambda wc: include_path(),
     resources:
         **rule_resources("fetch_benchmark_data", hub_downloads=1),
+    # as fetch_hub_model: transient failures are retried inside the job, no Snakemake retries
     retries: 0
     conda:
         "../envs/wildmerge.yaml"

@@ -3,8 +3,8 @@
 Serves the endpoints huggingface_hub uses: ``/api/models/{repo}[/revision/{rev}]`` (repository
 info with file sizes and LFS sha256), ``/api/models/{repo}/tree/{rev}`` (file list) and ``/{repo}/resolve/{rev}/{file}`` (HEAD with
 X-Repo-Commit / X-Linked-Etag / X-Linked-Size, GET with Range). Faults on demand: 401 for
-gated repositories, 404 for unknown ones, a number of 429 answers, and a connection dropped
-half-way through a file.
+gated repositories, 404 for unknown ones, a number of 429 answers, a connection dropped
+half-way through a file, and a file served slowly (so a client can be killed mid-file).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlparse
@@ -39,6 +40,7 @@ class HubState:
     repos: dict[str, Repo] = field(default_factory=dict)
     fail_429: int = 0  # answer this many next requests with 429
     drop_once: set[str] = field(default_factory=set)  # file names whose next GET is cut half-way
+    slow_once: dict[str, int] = field(default_factory=dict)  # file name -> offset past which its next GET trickles
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)  # method, path, Range
 
 
@@ -160,6 +162,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             self.connection.shutdown(2)
+            return
+        if name in st.slow_once:
+            fast = max(st.slow_once.pop(name) - start, 0)
+            self.wfile.write(body[:fast])
+            try:
+                for i in range(fast, len(body), 64 * 1024):  # then 64 KiB every 50 ms
+                    time.sleep(0.05)
+                    self.wfile.write(body[i : i + 64 * 1024])
+            except (BrokenPipeError, ConnectionResetError):  # the client was killed
+                self.close_connection = True
             return
         self.wfile.write(body)
 

@@ -145,6 +145,7 @@ def test_tampered_cache_file_is_rejected(hub, tmp_path: Path) -> None:
     assert r.returncode == 2 and "sha256 differs from the lock" in r.stderr
 
 
+@pytest.mark.slow  # runs the workflow
 def test_workflow_fetch_lock_and_update_reruns_only_the_changed_checkpoint(hub, tmp_path: Path) -> None:
     from workflow_helpers import REPO, SNAKEMAKE, write_config
 
@@ -197,6 +198,7 @@ def test_disk_space_is_checked_before_download(hub, tmp_path: Path) -> None:
     assert not [p for m, p, _ in state.requests if p.endswith("model.safetensors")]
 
 
+@pytest.mark.slow  # runs the workflow
 def test_fetch_hub_target_plans_only_the_hub_checkpoints(tmp_path: Path) -> None:
     from workflow_helpers import REPO, dry_run_job_wildcards
 
@@ -251,7 +253,8 @@ def test_benchmark_data_fetched_once_at_locked_revision_then_checked_offline(hub
     assert not (tmp_path / "data/tinybench.json").exists()  # its benchmark is fetched (and scored) again
 
 
-def test_workflow_fetches_benchmark_data_into_the_lock(hub, tmp_path: Path) -> None:
+@pytest.mark.slow  # runs the workflow
+def test_workflow_fetches_benchmark_data_into_the_lock_and_scores_record_the_locked_commit(hub, tmp_path: Path) -> None:
     from workflow_helpers import REPO, SNAKEMAKE, write_config
 
     state, env = hub
@@ -262,22 +265,164 @@ def test_workflow_fetches_benchmark_data_into_the_lock(hub, tmp_path: Path) -> N
     tasks.mkdir()
     (tasks / "tinybench.yaml").write_text(
         "task: tinybench\ndataset_path: org/tinyds\ntest_split: test\noutput_type: generate_until\n"
-        "doc_to_text: '{{question}}'\ndoc_to_target: '{{answer}}'\n"
+        "doc_to_text: '{{question}}'\ndoc_to_target: '{{answer}}'\ngeneration_kwargs:\n  max_gen_toks: 4\n"
     )
     cfg = write_config(tmp_path / "data.yaml", {"evaluation": {"include_path": str(tasks), "benchmarks": ["tinybench"]}})
-    cmd = SNAKEMAKE + ["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile",
-                       str(REPO / "config.yaml"), str(cfg), "-c1", "resources/data/tinybench.json"]
+    score = tmp_path / "results/demo/scores/tiny-llama/base/tinybench.json"
     env = {**env, "HF_HOME": str(tmp_path / "hfhome"), "HF_DATASETS_OFFLINE": "0", "NO_PROXY": "127.0.0.1"}
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
+
+    def snakemake(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = SNAKEMAKE + ["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile",
+                           str(REPO / "config.yaml"), str(cfg), "-c1", *args, str(score.relative_to(tmp_path))]
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
+        return r
+
+    snakemake()
     rec = json.loads((tmp_path / "resources/data/tinybench.json").read_text())
     assert [d["commit"] for d in rec["datasets"]] == [commit] and rec["datasets"][0]["dataset"] == "org/tinyds"
     assert "dataset:org/tinyds" in (tmp_path / "results/demo/hub.lock").read_text()
+    s = json.loads(score.read_text())
+    assert [d["commit"] for r in s["datasets"] for d in r["datasets"]] == [commit] and s["n_samples"]["original"] == 1
+
+    ds.push(tiny_dataset([("2+2", "4"), ("3+3", "6")]))  # upstream moves on; its newest commit also lands in
+    newer = "import datasets; datasets.load_dataset('org/tinyds')"  # the shared cache (another study)
+    assert subprocess.run([sys.executable, "-c", newer], env=env, capture_output=True, timeout=120).returncode == 0
+    state.requests.clear()
+    score.unlink()  # scored again
+    r = snakemake()
+    assert "fetch_benchmark_data" not in r.stdout + r.stderr  # no `update`: the locked data stays
+    assert not [q for q in state.requests if "tinyds" in q[1]]  # the evaluation ran offline
+    s = json.loads(score.read_text())
+    assert [d["commit"] for r in s["datasets"] for d in r["datasets"]] == [commit] and s["n_samples"]["original"] == 1
+    assert TOKEN not in json.dumps(s) + "".join(p.read_text() for p in tmp_path.glob("**/logs/**/*.log"))
 
 
+@pytest.mark.slow  # runs the workflow
 def test_evaluations_wait_for_fetched_benchmark_data_except_the_generated_demo(tmp_path: Path) -> None:
     from workflow_helpers import REPO, dry_run_jobs
 
     paper = dry_run_jobs(tmp_path / "paper", config=REPO / "config/paper.yaml")
     assert paper["fetch_benchmark_data"] == 16 and paper["fetch_hub_model"] == 52
     assert "fetch_benchmark_data" not in dry_run_jobs(tmp_path / "demo")  # demo stays offline, no extra jobs
+
+
+def _killed_mid_file(state: HubState, env: dict[str, str], tmp: Path, repo: str) -> Path:
+    """Start a fetch of ``repo`` (its weights trickle past 12 MiB), SIGKILL it mid-file; the partial left."""
+    import signal
+    import time
+
+    state.slow_once["model.safetensors"] = 12 * 1024 * 1024
+    cmd = [sys.executable, "-m", "wildmerge.hub", "fetch", repo, "--out", str(tmp / "hub" / repo.replace("/", "--")),
+           "--lock", str(tmp / "results" / "hub.lock"), "--key", f"checkpoints.{repo}"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    partial: list[Path] = []
+    while time.time() < deadline and proc.poll() is None:
+        partial = [p for p in (tmp / "hfcache").glob("models--*/blobs/*.wildmerge-partial") if p.stat().st_size > 0]
+        if partial:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)  # as a SLURM time limit would
+    proc.wait(timeout=30)
+    assert partial, "the fetch never wrote a partial file"
+    return partial[0]
+
+
+@pytest.mark.parametrize("corrupt", [False, True])
+def test_fetch_killed_mid_file_is_resumed_by_the_next_job(hub, tmp_path: Path, corrupt: bool) -> None:
+    state, env = hub
+    a = Repo()
+    a.push(model_files(1, rows=24 * 1024))  # 24 MiB: the first 10 MiB chunk is on disk before the kill
+    state.repos["org/a"] = a
+    partial = _killed_mid_file(state, env, tmp_path, "org/a")
+    have = partial.stat().st_size
+    assert 0 < have < 24 * 1024 * 1024
+    if corrupt:  # wrong bytes in the partial: the next job must not accept them
+        with open(partial, "r+b") as fh:
+            fh.write(b"\0" * 4096)
+    state.requests.clear()
+    r = fetch(env, tmp_path, "org/a")
+    assert r.returncode == 0, r.stderr
+    gets = [rng for m, p, rng in state.requests if m == "GET" and p.endswith("/model.safetensors")]
+    # the next job asks only for the missing bytes; a corrupt partial is then downloaded once more, whole
+    assert gets == ([f"bytes={have}-", None] if corrupt else [f"bytes={have}-"])
+    if corrupt:
+        assert "corrupt partial" in r.stderr
+    lock = json.loads((tmp_path / "results/hub.lock").read_text())
+    from wildmerge.provenance import file_sha256
+
+    assert file_sha256(tmp_path / "hub/org--a/model.safetensors") == lock["files"]["model.safetensors"]["sha256"]
+    assert not list((tmp_path / "hfcache").glob("**/*.wildmerge-partial"))
+
+
+@pytest.mark.slow  # runs the workflow
+@pytest.mark.parametrize("failure", ["gated", "pickle"])
+def test_deterministic_failure_runs_once_under_the_slurm_profile(hub, tmp_path: Path, failure: str) -> None:
+    """The SLURM profile retries every job twice (`retries: 2`); the fetch rules' own `retries: 0` wins
+    (Snakemake 9: a rule's value overrides --retries), so a gated or pickle-only repository fails once."""
+    import yaml
+    from workflow_helpers import REPO, SNAKEMAKE, write_config
+
+    profile = REPO / "profiles/slurm"
+    assert yaml.safe_load((profile / "config.v9+.yaml").read_text())["retries"] == 2
+    state, env = hub
+    a = Repo(gated=failure == "gated")
+    a.push({"config.json": b"{}", "pytorch_model.bin": b"x" * 1000} if failure == "pickle" else model_files(1))
+    state.repos["org/a"] = a
+    cfg = write_config(tmp_path / "hub.yaml", {"bases": {"tiny-llama": {"model": "demo:base", "experts": {"a": "org/a"}}}})
+    cmd = SNAKEMAKE + ["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile",
+                       str(REPO / "config.yaml"), str(cfg), "--profile", str(profile), "--executor", "local", "--cores", "1",
+                       "--latency-wait", "1", "resources/hub/org--a"]
+    r = subprocess.run(cmd, env={**env, "NO_PROXY": "127.0.0.1"}, capture_output=True, text=True, timeout=300)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and out.count("Error in rule fetch_hub_model") == 1, out[-4000:]
+    assert "Trying to restart" not in out
+    assert len([q for q in state.requests if "agent-harnesses" not in q[1]]) == 1  # one info request, no weights
+    assert TOKEN not in out + (tmp_path / "logs/fetch/org--a.log").read_text()
+
+
+LOAD_TASK = """
+import json, sys
+from wildmerge.benchmark_data import use_fetched_data
+if sys.argv[2]:
+    use_fetched_data([sys.argv[2]])
+from lm_eval.tasks import TaskManager
+task = TaskManager(include_path=sys.argv[1], include_defaults=False).load_task_or_group(["tinybench"])["tinybench"]
+print(json.dumps([doc["question"] for doc in task.test_docs()]))
+"""
+
+
+def test_lm_eval_loads_the_locked_dataset_commit_offline_not_the_latest_cached(hub, tmp_path: Path) -> None:
+    """lm-eval's own task loading, offline, in an evaluation job: the locked commit's rows, although
+    upstream moved on and a newer commit is the most recent one in the shared datasets cache."""
+    state, env = hub
+    env = {**env, "HF_HOME": str(tmp_path / "hfhome"), "HF_DATASETS_OFFLINE": "0"}
+    offline = {**env, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    ds = Repo()
+    first = ds.push(tiny_dataset([("1+1", "2")]))
+    state.repos["org/tinyds"] = ds
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "tinybench.yaml").write_text(
+        "task: tinybench\ndataset_path: org/tinyds\ntest_split: test\noutput_type: generate_until\n"
+        "doc_to_text: '{{question}}'\ndoc_to_target: '{{answer}}'\n"
+    )
+    lock, one = tmp_path / "results/hub.lock", tmp_path / "data/tinybench.0.json"
+    r = subprocess.run([sys.executable, "-m", "wildmerge.benchmark_data", "tinybench", "org/tinyds", "--out", str(one),
+                        "--lock", str(lock)], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    record = tmp_path / "data/tinybench.json"  # what fetch_benchmark_data writes for the evaluation jobs
+    record.write_text(json.dumps({"benchmark": "tinybench", "datasets": [json.loads(one.read_text())]}))
+    ds.push(tiny_dataset([("2+2", "4"), ("3+3", "6")]))  # upstream moves on, no `update`
+    newer = "import datasets; datasets.load_dataset('org/tinyds')"  # e.g. another study sharing the cache
+    assert subprocess.run([sys.executable, "-c", newer], env=env, capture_output=True, timeout=120).returncode == 0
+
+    def questions(rec: str) -> list[str]:
+        r = subprocess.run([sys.executable, "-c", LOAD_TASK, str(tasks), rec], env=offline, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    assert questions("") == ["2+2", "3+3"]  # unpinned, datasets offline takes the latest cached commit
+    assert questions(str(record)) == ["1+1"]  # pinned: the locked commit
+    assert json.loads(one.read_text())["commit"] == first

@@ -8,6 +8,7 @@ with the hub offline fail at once, naming the benchmark, when its data was never
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
@@ -89,6 +90,17 @@ def resolve_dataset(path: str, revision: str | None, key: str, log: logging.Logg
     return str(info.sha)
 
 
+def commit_cache_dir(path: str, commit: str) -> str:
+    """The datasets cache of one commit of ``path`` (under ``HF_DATASETS_CACHE``), holding only it.
+
+    Offline, ``datasets`` ignores ``revision`` and loads the most recently written cache of a
+    dataset; a cache folder per commit is what makes the locked commit the one loaded.
+    """
+    import datasets
+
+    return str(Path(datasets.config.HF_DATASETS_CACHE) / "wildmerge-commits" / path.replace("/", "___") / commit)
+
+
 def fetch_dataset(
     benchmark: str,
     path: str,
@@ -107,7 +119,8 @@ def fetch_dataset(
         lock_path, _source(path, name), revision,
         lambda: LockEntry(_source(path, name), revision, resolve_dataset(path, revision, key, log)),
     )
-    _retrying(lambda: datasets.load_dataset(path, name, revision=entry.commit), path, entry.commit, key, log)
+    cache = commit_cache_dir(path, entry.commit)
+    _retrying(lambda: datasets.load_dataset(path, name, revision=entry.commit, cache_dir=cache), path, entry.commit, key, log)
     record = {"benchmark": benchmark, "dataset": path, "name": name, "requested": revision, "commit": entry.commit}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
@@ -120,16 +133,36 @@ def check_cached(benchmark: str, path: str, name: str | None, commit: str) -> No
     import datasets
 
     try:
-        datasets.load_dataset(path, name, revision=commit)
-    except Exception as err:
+        datasets.load_dataset(path, name, revision=commit, cache_dir=commit_cache_dir(path, commit))
+    except Exception as err:  # noqa: BLE001 - any failure to load offline means: not fetched
         raise HubError(
             f"benchmark {benchmark}: its dataset {path}@{commit[:12]} is not in the datasets cache "
-            f"(HF_DATASETS_CACHE); run the fetch_benchmark_data job (or `snakemake fetch_hub`) first ({type(err).__name__})"
+            f"(HF_DATASETS_CACHE); fetch it (again): `snakemake --forcerun resources/data/{benchmark}.json` "
+            f"({type(err).__name__})"
         ) from None
 
 
+def pin_datasets(records: list[dict[str, Any]]) -> None:
+    """Make every ``datasets.load_dataset`` of a fetched dataset (lm-eval's tasks call it) load its
+    locked commit: ``revision`` and the commit's own cache folder are filled in."""
+    import datasets
+
+    pinned = {(d["dataset"], d["name"]): d["commit"] for rec in records for d in rec["datasets"]}
+    load = getattr(datasets.load_dataset, "__wrapped__", datasets.load_dataset)
+
+    @functools.wraps(load)
+    def load_locked(path: str, name: str | None = None, *args: Any, **kwargs: Any) -> Any:
+        commit = pinned.get((path, name)) or pinned.get((path, None))
+        if commit is not None:
+            kwargs.update(revision=commit, cache_dir=commit_cache_dir(path, commit))
+        return load(path, name, *args, **kwargs)
+
+    datasets.load_dataset = load_locked
+
+
 def use_fetched_data(record_files: list[str]) -> list[dict[str, Any]]:
-    """In an evaluation job: hub offline, every fetched dataset checked in the cache; the records.
+    """In an evaluation job: hub offline, every fetched dataset checked in the cache and pinned to
+    its locked commit (``pin_datasets``); returns the records (for the score files' provenance).
 
     Call before lm-eval (or ``datasets``) is imported: their offline switches are read at import.
     """
@@ -141,6 +174,8 @@ def use_fetched_data(record_files: list[str]) -> list[dict[str, Any]]:
     for rec in records:
         for d in rec["datasets"]:
             check_cached(rec["benchmark"], d["dataset"], d["name"], d["commit"])
+    if records:
+        pin_datasets(records)
     return records
 
 

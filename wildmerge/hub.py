@@ -2,15 +2,15 @@
 
 The first fetch of ``source@revision`` resolves it to a commit and its file list (sizes, LFS
 sha256) and records that in the lock file; every later fetch downloads exactly that commit.
-Downloads go through huggingface_hub's own cache (``HF_HOME``/``HF_HUB_CACHE``, so a shared
-cluster cache is reused, and an interrupted download resumes from its ``.incomplete`` file);
-the job's output folder only links to the verified cached files.
+Downloads go into huggingface_hub's own cache (``HF_HOME``/``HF_HUB_CACHE``, so a shared
+cluster cache is reused); the weights (LFS files) through ``hub_download``, so a download cut
+within a job, or a job killed mid-file, continues where it stopped. The job's output folder
+only links to the cached files, verified against the lock.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 import logging
 import os
@@ -20,7 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from wildmerge.hub_download import HashMismatch, download_lfs, partial_size
 from wildmerge.hub_lock import LockedFile, LockEntry, get_or_add
+from wildmerge.provenance import file_sha256 as sha256_file
 
 ALLOW = ["*.safetensors", "*.safetensors.index.json", "*.json", "tokenizer*", "*.model", "*.tiktoken", "*.txt"]
 PICKLE = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl"]
@@ -132,7 +134,7 @@ def check_disk(entry: LockEntry, files: list[str], target: Path, key: str) -> No
     from huggingface_hub import try_to_load_from_cache
 
     cached = lambda f: isinstance(try_to_load_from_cache(entry.source, f, revision=entry.commit), str)  # noqa: E731
-    need = sum(entry.files[f].size for f in files if not cached(f))
+    need = sum(entry.files[f].size - partial_size(entry, f) for f in files if not cached(f))
     probe = target
     while not probe.exists():
         probe = probe.parent
@@ -144,14 +146,6 @@ def check_disk(entry: LockEntry, files: list[str], target: Path, key: str) -> No
         )
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def verify(snapshot: Path, entry: LockEntry, files: list[str]) -> None:
     """Every file present with its locked size and (LFS files) sha256, else an error naming it."""
     for name in files:
@@ -161,7 +155,7 @@ def verify(snapshot: Path, entry: LockEntry, files: list[str]) -> None:
         size = path.stat().st_size
         if size != locked.size:
             raise HubError(f"{entry.source}@{entry.commit[:12]}: {name} is {size} bytes, the lock says {locked.size}")
-        if locked.sha256 and _sha256(path) != locked.sha256:
+        if locked.sha256 and sha256_file(path) != locked.sha256:
             raise HubError(f"{entry.source}@{entry.commit[:12]}: {name} sha256 differs from the lock; delete it from the hub cache and rerun")
 
 
@@ -180,6 +174,11 @@ def fetch(
     entry = get_or_add(lock_path, repo_id, revision, lambda: resolve(repo_id, revision, key, log))
     files = wanted_files(entry, key)
     check_disk(entry, files, Path(constants.HF_HUB_CACHE), key)
+    for name in (f for f in files if entry.files[f].sha256):  # weights: resumable across jobs
+        try:
+            _retrying(lambda: download_lfs(entry, name, log), repo_id, entry.commit, key, log)  # noqa: B023
+        except HashMismatch as err:
+            raise HubError(f"{key}: {err}; the hub serves other bytes than the lock records") from None
     snapshot = Path(
         _retrying(
             lambda: snapshot_download(repo_id, revision=entry.commit, allow_patterns=files),
