@@ -165,10 +165,15 @@ def ablation_score_files(wildcards):
 
 def eval_job_params(names, wildcards):
     """Params of an evaluation job over `names`, with each score file's key."""
-    return {
+    out = {
         **eval_params(wildcards),
         "score_keys": {n: STUDY.score_key(wildcards.base, wildcards.model, n) for n in names},
     }
+    # only after `wildmerge.hub update` moved a commit its score files record: a changed param
+    moves = {n: STUDY.lock_moves(wildcards.base, wildcards.model, n) for n in names}
+    if any(moves.values()):
+        out["lock_moves"] = {n: m for n, m in moves.items() if m}
+    return out
 
 
 def ablation_manifests(wildcards):

@@ -297,6 +297,15 @@ def test_workflow_fetches_benchmark_data_into_the_lock_and_scores_record_the_loc
     assert [d["commit"] for r in s["datasets"] for d in r["datasets"]] == [commit] and s["n_samples"]["original"] == 1
     assert TOKEN not in json.dumps(s) + "".join(p.read_text() for p in tmp_path.glob("**/logs/**/*.log"))
 
+    # `update` moves the dataset forward: its benchmark is fetched and scored again, though the
+    # score file is there and its score key unchanged (the file records the old commit)
+    up = subprocess.run([sys.executable, "-m", "wildmerge.hub", "update", "--lock", str(tmp_path / "results/demo/hub.lock"),
+                         "--hub-root", str(tmp_path / "resources/hub"), "--data-root", str(tmp_path / "resources/data")],
+                        env=env, capture_output=True, text=True, timeout=120)
+    assert up.returncode == 0 and "1 lock entr(y/ies) moved forward" in up.stdout, up.stderr
+    dry = snakemake("-n").stdout
+    assert "rule fetch_benchmark_data:" in dry and "model=base" in dry, dry[-3000:]
+
 
 @pytest.mark.slow  # runs the workflow
 def test_evaluations_wait_for_fetched_benchmark_data_except_the_generated_demo(tmp_path: Path) -> None:
@@ -426,3 +435,23 @@ def test_lm_eval_loads_the_locked_dataset_commit_offline_not_the_latest_cached(h
     assert questions("") == ["2+2", "3+3"]  # unpinned, datasets offline takes the latest cached commit
     assert questions(str(record)) == ["1+1"]  # pinned: the locked commit
     assert json.loads(one.read_text())["commit"] == first
+
+
+def test_a_score_file_names_the_locked_commits_it_was_computed_from() -> None:
+    """What pre-run planning compares with the lock after `update`: the model's (or a merge's
+    base and experts') hub commits, and the datasets of the score's own benchmark only."""
+    from wildmerge.hub_lock import recorded_commits
+
+    def ck(source: str, commit: str) -> dict:
+        return {"source": "org/x", "path": "p", "sha256": "s",
+                "hub": {"source": source, "requested": None, "commit": commit, "files": {}}}
+
+    provenance = {
+        "merge": {"inputs": {"base": ck("org/base", "c0"), "experts": {"a": ck("org/a", "c1"), "b": {"path": "local"}}}},
+        "datasets": [
+            {"benchmark": "arc", "datasets": [{"dataset": "ai2/arc", "name": "ARC-Easy", "requested": None, "commit": "d1"}]},
+            {"benchmark": "mmlu", "datasets": [{"dataset": "cais/mmlu", "name": None, "requested": "v1", "commit": "d2"}]},
+        ],
+    }
+    assert recorded_commits(provenance, "arc") == {
+        "org/base@main": "c0", "org/a@main": "c1", "dataset:ai2/arc:ARC-Easy@main": "d1"}

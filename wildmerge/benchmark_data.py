@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from wildmerge.hub import HubError, _retrying
-from wildmerge.hub_lock import LockEntry, get_or_add
+from wildmerge.hub_lock import DATASET_PREFIX, LockEntry, dataset_source, get_or_add  # noqa: F401 (DATASET_PREFIX: re-export)
 
 
 LOCAL_BUILDERS = {"json", "csv", "parquet", "text", "arrow", "pandas"}  # data_files on disk: nothing to fetch
@@ -76,11 +76,8 @@ def _all_local(benchmark: str, include_path: str | None) -> bool:
     return benchmark in TaskManager(include_path=include_path, include_defaults=False).task_index
 
 
-DATASET_PREFIX = "dataset:"  # lock entries of benchmark datasets
-
-
 def _source(path: str, name: str | None) -> str:
-    return f"{DATASET_PREFIX}{path}" + (f":{name}" if name else "")
+    return dataset_source(path, name)
 
 
 def resolve_dataset(path: str, revision: str | None, key: str, log: logging.Logger) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,6 +51,36 @@ class LockEntry:
 
 def lock_key(source: str, requested: str | None) -> str:
     return f"{source}@{requested or 'main'}"
+
+
+DATASET_PREFIX = "dataset:"  # lock entries of benchmark datasets
+
+
+def dataset_source(path: str, name: str | None) -> str:
+    return f"{DATASET_PREFIX}{path}" + (f":{name}" if name else "")
+
+
+def recorded_commits(provenance: Mapping[str, Any], benchmark: str) -> dict[str, str]:
+    """Lock key -> commit of every hub checkpoint a score file's provenance records (the model,
+    or a merge's base and experts) and of the datasets of its own benchmark."""
+    found: dict[str, str] = {}
+
+    def walk(x: Any) -> None:
+        if isinstance(x, Mapping):
+            if {"source", "commit", "files"} <= x.keys():  # a LockEntry, as checkpoint records hold
+                found[lock_key(x["source"], x.get("requested"))] = x["commit"]
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+
+    walk({k: v for k, v in provenance.items() if k != "datasets"})
+    for rec in provenance.get("datasets") or []:
+        if isinstance(rec, Mapping) and rec.get("benchmark") == benchmark:
+            for d in rec.get("datasets") or []:
+                found[lock_key(dataset_source(d["dataset"], d.get("name")), d.get("requested"))] = d["commit"]
+    return found
 
 
 def read_lock(path: Path) -> dict[str, LockEntry]:

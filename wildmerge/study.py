@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from wildmerge.hub_lock import read_lock, recorded_commits
 from wildmerge.leftovers import marked_incomplete
 from wildmerge.provenance import cache_dir
 from wildmerge.subsets import Subset, draw_subsets, merge_id, stable_hash
@@ -166,6 +167,7 @@ class Study:
 
     def __init__(self, config: Mapping[str, Any]):
         self.config = config
+        self._lock_moves: dict[tuple[str, str, str], list[str]] = {}
         self.results = str(config.get("results", "results"))
         # merged weights (temporary unless merge.keep_models): node-local scratch on a cluster
         self.models_dir = str((config.get("merge") or {}).get("models_dir") or f"{self.results}/models")
@@ -387,6 +389,27 @@ class Study:
         """Files Snakemake marks incomplete in the working directory (left by killed jobs)."""
         return marked_incomplete()
 
+    @functools.cached_property
+    def locked_commits(self) -> dict[str, str]:
+        """Lock key -> commit of the study's hub lock (``<results>/hub.lock``); {} before any fetch."""
+        try:
+            return {k: e.commit for k, e in read_lock(Path(self.results) / "hub.lock").items()}
+        except ValueError:
+            return {}  # a damaged lock is reported, naming the line, by the fetch jobs
+
+    def _moved_in_lock(self, record: Mapping[str, Any], bench: str) -> list[str]:
+        """The hub commits (``key -> commit``) the score was computed from that are no longer
+        the locked ones."""
+        lock = self.locked_commits
+        if not lock:
+            return []
+        return sorted(f"{k} -> {lock[k]}" for k, c in recorded_commits(record, bench).items() if lock.get(k, c) != c)
+
+    def lock_moves(self, base: str, model: str, bench: str) -> list[str]:
+        """Why a current-looking score file is pending (``_moved_in_lock``), [] otherwise: in the
+        evaluation job's params, so that Snakemake, which sees its output present, reruns it."""
+        return self._lock_moves.get((base, model, bench), [])
+
     def pending_benchmarks(self, base: str, model: str) -> tuple[str, ...]:
         """Benchmarks (in name order) whose score file of this model is missing or was
         computed with other score-relevant settings; () when every score is current."""
@@ -397,8 +420,14 @@ class Study:
                 continue
             try:
                 with open(self.score_file(base, model, name)) as f:
-                    current = json.load(f).get("score_key") == self.score_key(base, model, name)
-            except (OSError, ValueError):
+                    record = json.load(f)
+                current = record.get("score_key") == self.score_key(base, model, name)
+                # a hub checkpoint or dataset it used moved in the lock (`wildmerge.hub update`)
+                moves = self._moved_in_lock(record, name) if current else []
+                if moves:
+                    self._lock_moves[(base, model, name)] = moves
+                    current = False
+            except (OSError, ValueError, AttributeError, KeyError, TypeError):
                 current = False
             if not current:
                 out.append(name)
