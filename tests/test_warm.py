@@ -59,7 +59,7 @@ def run_job(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     script.write_text(JOB)
     work = tmp_path / "work"
     work.mkdir(exist_ok=True)
-    return subprocess.run([sys.executable, str(script), "a", "b"], cwd=work, capture_output=True, text=True,
+    return subprocess.run([sys.executable, str(script), "a", "b"], check=False, cwd=work, capture_output=True, text=True,
                           env={**os.environ, "JOB_VAR": "job", "TMPDIR": str(tmp_path), **env}, timeout=120)
 
 

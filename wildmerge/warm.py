@@ -335,7 +335,7 @@ def _run_script(path: str) -> tuple[int, dict[str, Any]]:
     sys.modules["__main__"] = main
     code = 0
     try:
-        exec(compile(Path(path).read_bytes(), path, "exec"), main.__dict__)
+        exec(compile(Path(path).read_bytes(), path, "exec"), main.__dict__)  # noqa: S102 - the job's own script
     except SystemExit as err:
         if err.code is None:
             code = 0
@@ -350,7 +350,7 @@ def _run_script(path: str) -> tuple[int, dict[str, Any]]:
         code = 1
     try:
         atexit._run_exitfuncs()
-    except Exception:  # noqa: BLE001 - as at interpreter exit
+    except Exception:  # noqa: BLE001, S110 - ignored at interpreter exit too
         pass
     return code, main.__dict__
 
