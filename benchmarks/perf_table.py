@@ -83,7 +83,7 @@ def fmt_s(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.1f} s"
     m, s = divmod(round(seconds), 60)
-    return f"{m} min {s} s"
+    return f"{m} min {s} s" if s else f"{m} min"
 
 
 def machine() -> dict[str, str]:
