@@ -28,6 +28,42 @@ include: "rules/ablations.smk"
 include: "rules/homogeneous.smk"
 
 
+# A local run starts one warm worker (wildmerge/warm.py: torch, transformers, mergekit and
+# lm-eval imported once; merge, evaluation and demo-training jobs are forked from it);
+# WILDMERGE_WARM=0 runs every job in its own process, as cluster jobs always do.
+WARM_WORKER = []
+
+
+onstart:
+    # folders of merges killed mid-write (their rerun may be another merge after a config change)
+    from wildmerge.leftovers import remove_partial_merges
+
+    for p in remove_partial_merges(STUDY.models_dir):
+        print(f"removed {p} (left by a killed merge)", file=sys.stderr)
+    if workflow.local_exec and not workflow.touch:
+        from wildmerge import warm
+
+        os.makedirs(".snakemake/log", exist_ok=True)
+        log = ".snakemake/log/wildmerge-warm"
+        WARM_WORKER.append(
+            warm.start(log=f"{log}.log", jobs_log=f"{log}-jobs.jsonl")
+        )
+
+
+onsuccess:
+    from wildmerge import warm
+
+    for proc in WARM_WORKER:
+        warm.stop(proc)
+
+
+onerror:
+    from wildmerge import warm
+
+    for proc in WARM_WORKER:
+        warm.stop(proc)
+
+
 localrules:
     all,
     fetch_hub,

@@ -1,10 +1,14 @@
 """Train the demo base model (tiny Llama + its own tokenizer) from the seed."""
 
-import json
-from pathlib import Path
+from wildmerge.warm import run_warm
 
-from wildmerge.demo import train_base
-from wildmerge.smk import setup_logging
+run_warm()  # in a local run: forked from the warm worker (imports done); returns here there
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from wildmerge.demo import train_base  # noqa: E402
+from wildmerge.smk import setup_logging  # noqa: E402
 
 smk = snakemake  # noqa: F821
 log = setup_logging(smk)

@@ -1,10 +1,14 @@
 """Fine-tune one demo expert from the demo base."""
 
-import json
-from pathlib import Path
+from wildmerge.warm import run_warm
 
-from wildmerge.demo import train_expert
-from wildmerge.smk import setup_logging
+run_warm()  # in a local run: forked from the warm worker (imports done); returns here there
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from wildmerge.demo import train_expert  # noqa: E402
+from wildmerge.smk import setup_logging  # noqa: E402
 
 smk = snakemake  # noqa: F821
 log = setup_logging(smk)

@@ -1,6 +1,10 @@
 """Score one model on a list of benchmarks (one JSON per benchmark), model loaded once."""
 
-from wildmerge.benchmark_data import use_fetched_data
+from wildmerge.warm import run_warm
+
+run_warm()  # in a local run: forked from the warm worker (imports done); returns here there
+
+from wildmerge.benchmark_data import use_fetched_data  # noqa: E402
 
 # hub benchmark datasets were fetched by fetch_benchmark_data: offline from here on
 datasets = use_fetched_data(list(snakemake.input.get("data", [])))  # noqa: F821

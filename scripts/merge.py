@@ -1,14 +1,18 @@
 """Merge one subset of experts into the base with mergekit and write its manifest."""
 
-import time
-from pathlib import Path
+from wildmerge.warm import run_warm
 
-from wildmerge.failures import clear, record, refuse_if_recorded
-from wildmerge.finite import NonFiniteWeightsError, explain_nonfinite_merge
-from wildmerge.geometry import task_vector_norm
-from wildmerge.merging import NonFiniteTensorError, merge
-from wildmerge.provenance import atomic_write_json, model_hash, read_json, versions
-from wildmerge.smk import limit_threads, setup_logging
+run_warm()  # in a local run: forked from the warm worker (imports done); returns here there
+
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from wildmerge.failures import clear, record, refuse_if_recorded  # noqa: E402
+from wildmerge.finite import NonFiniteWeightsError, explain_nonfinite_merge  # noqa: E402
+from wildmerge.geometry import task_vector_norm  # noqa: E402
+from wildmerge.merging import NonFiniteTensorError, merge  # noqa: E402
+from wildmerge.provenance import atomic_write_json, model_hash, read_json, versions  # noqa: E402
+from wildmerge.smk import limit_threads, setup_logging  # noqa: E402
 
 smk = snakemake  # noqa: F821
 log = setup_logging(smk)
