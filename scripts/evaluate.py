@@ -15,10 +15,14 @@ limit_threads(smk)
 p = smk.params
 info = read_json(smk.input.info)
 names = [b["name"] for b in p.benchmarks]
+ev_items = bool(smk.config["evaluation"].get("per_item", True))
 if hasattr(smk.output, "scores"):  # one folder of score files (evaluate_suite)
     out_files = {n: f"{smk.output.scores}/{n}.json" for n in names}
+    items_files = {n: f"{smk.output.scores}/{n}.parquet" for n in names} if ev_items else {}
 else:  # one output file per benchmark, in the order of params.benchmarks (evaluate)
     out_files = dict(zip(names, smk.output))
+    # then, with evaluation.per_item, one per-item file per benchmark in the same order
+    items_files = dict(zip(names, list(smk.output)[len(names):]))
 provenance = {**p.spec["identity"]}
 if datasets:
     provenance["datasets"] = datasets  # benchmark -> hub dataset commits
@@ -44,6 +48,7 @@ values = evaluate_model(
     provenance=provenance,
     per_benchmark={n: {"score_key": k} for n, k in keys.items()},
     trust_remote_code=p.spec["trust_remote_code"],
+    items_files=items_files,
 )
 for name, value in values.items():
     log.info("%s %s: %.4f", smk.wildcards.model, name, value)

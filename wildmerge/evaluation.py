@@ -125,9 +125,11 @@ def evaluate_model(
     provenance: Mapping[str, Any] | None = None,
     per_benchmark: Mapping[str, Mapping[str, Any]] | None = None,
     trust_remote_code: bool = False,
+    items_files: Mapping[str, str | Path] | None = None,
 ) -> dict[str, float]:
     """Evaluate ``model_dir`` on ``benchmarks``; write ``out_files[name]`` per benchmark
-    (``provenance`` and ``per_benchmark[name]`` are added to each file's record).
+    (``provenance`` and ``per_benchmark[name]`` are added to each file's record), and
+    ``items_files[name]`` (per-item outcomes, :mod:`wildmerge.items`) where given.
 
     Returns {benchmark: value}.
     """
@@ -167,7 +169,7 @@ def evaluate_model(
             limit=limit,
             cache_requests=False,
             use_cache=None,
-            log_samples=False,
+            log_samples=bool(items_files),
             random_seed=seed,
             numpy_random_seed=seed,
             torch_random_seed=seed,
@@ -206,9 +208,25 @@ def evaluate_model(
                 **dict(provenance or {}),
                 **dict((per_benchmark or {}).get(name, {})),
             }
+            if items_files and name in items_files:  # written first: a score file implies its items
+                record["items"] = write_item_outcomes(items_files[name], res, name, metric, filt, record)
             atomic_write_json(Path(out_files[name]), record)
             values[name] = record["value"]
     return values
+
+
+def write_item_outcomes(path: str | Path, res: Mapping[str, Any], name: str, metric: str, filt: str,
+                        record: Mapping[str, Any]) -> dict[str, Any]:
+    """Write one benchmark's per-item outcomes from lm-eval's logged samples to ``path``
+    (provenance: the score file's record); returns what the score file records about it."""
+    from wildmerge.items import item_frame, leaf_tasks, write_items
+
+    samples = res.get("samples") or {}
+    tasks = leaf_tasks(name, res.get("group_subtasks", {}), samples)
+    df = item_frame(samples, tasks, metric, filt)
+    meta = {k: v for k, v in record.items() if k not in ("metrics",)}
+    write_items(path, df, meta)
+    return {"file": Path(path).name, "n_items": len(df), "tasks": tasks, "sha256": file_sha256(Path(path))}
 
 
 def dump(obj: Any) -> str:

@@ -339,6 +339,22 @@ class Study:
         """Every benchmark's score file of each (base, model), benchmarks in name order."""
         return [self.score_file(b, m, n) for b, m in pairs for n in sorted(self.benchmark_names)]
 
+    # ---- per-item outcomes (issue 13) ------------------------------------------------
+    @property
+    def per_item(self) -> bool:
+        """Whether evaluations also write per-item outcome files (evaluation.per_item)."""
+        return bool(self.config["evaluation"].get("per_item", True))
+
+    def item_file(self, base: str, model: str, bench: str) -> str:
+        """Per-item outcomes of one (model, benchmark): written by the job of its score file."""
+        return f"{self.results}/items/{base}/{model}/{bench}.parquet"
+
+    def item_files(self, pairs: list[tuple[str, str]]) -> list[str]:
+        return [self.item_file(b, m, n) for b, m in pairs for n in sorted(self.benchmark_names)]
+
+    def all_item_files(self) -> list[str]:
+        return self.item_files([(b.name, m) for b in self.bases.values() for m in b.model_ids])
+
     def all_score_dirs(self) -> list[str]:
         return [self.score_dir(b.name, m) for b in self.bases.values() for m in b.model_ids]
 
@@ -390,6 +406,8 @@ class Study:
                     current = json.load(f).get("score_key") == self.score_key(base, model, name)
             except (OSError, ValueError):
                 current = False
+            if current and self.per_item:  # its per-item file comes from the same job
+                current = os.path.exists(self.item_file(base, model, name))
             if not current:
                 out.append(name)
         return tuple(out)

@@ -1,0 +1,56 @@
+"""Per-item outcomes (issue 13): one Parquet file per (model, benchmark), ids stable across
+models, consistent with the score file written by the same evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from wildmerge import tiny_models
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory) -> Path:
+    from wildmerge.demo.tasks import make_tasks
+    from wildmerge.evaluation import evaluate_model
+
+    work = tmp_path_factory.mktemp("items")
+    tasks = make_tasks(work / "tasks", n_eval=20)
+    assert tasks
+    for seed in (0, 1):
+        model = tiny_models.build("llama-3.1-8b", work / f"model{seed}", seed=seed)
+        out = work / f"m{seed}"
+        for bench in ("demo_count", "demo"):  # a task, and a group of tasks (lm-eval: not both in one call)
+            evaluate_model(
+                model, [{"name": bench}], {bench: out / f"{bench}.json"}, include_path=work / "tasks",
+                batch_size=8, provenance={"model_id": f"m{seed}"}, items_files={bench: out / f"{bench}.parquet"},
+            )
+    return work
+
+
+def test_items_file_matches_score_file(scored):
+    from wildmerge.items import read_items, read_items_meta
+
+    for bench in ("demo_count", "demo"):
+        score = json.loads((scored / "m0" / f"{bench}.json").read_text())
+        items = read_items(scored / "m0" / f"{bench}.parquet")
+        assert score["items"]["n_items"] == len(items) and score["items"]["file"] == f"{bench}.parquet"
+        assert items["correct"].isin([0.0, 1.0]).all()
+        assert (items["logliks"].map(len) >= 2).all()  # multiple choice: one log-likelihood per choice
+        by_task = items.groupby("task")["correct"].mean()
+        # the score is lm-eval's aggregate of the same outcomes (the demo group: unweighted mean of tasks)
+        assert score["value"] == pytest.approx(by_task.mean(), abs=1e-6)
+        assert read_items_meta(scored / "m0" / f"{bench}.parquet")["model_id"] == "m0"
+    group = read_items(scored / "m0" / "demo.parquet")
+    assert group["task"].nunique() == 8 and len(group) == 8 * 20
+
+
+def test_item_ids_are_the_same_items_for_every_model(scored):
+    from wildmerge.items import read_items
+
+    a, b = (read_items(scored / m / "demo.parquet") for m in ("m0", "m1"))
+    assert list(a["item_id"]) == list(b["item_id"]) and list(a["doc_hash"]) == list(b["doc_hash"])
+    assert not a["logliks"].equals(b["logliks"])  # two different models
+    assert (scored / "m0" / "demo.parquet").stat().st_size < 50_000
