@@ -186,4 +186,6 @@ def final_outputs():
     out += [f"{R}/figures/ablation_{a}_{s}.png" for a in STUDY.ablations for s in ("accuracy", "l2norm")]
     if STUDY.suite_evals:
         out += [f"{R}/figures/homogeneous.png", f"{R}/tables/homogeneous.csv"]
+    if STUDY.per_item:  # paired per-item tables (rules/aggregate.smk: item_tables)
+        out += [f"{R}/tables/{t}.md" for t in ("items_vs_base", "items_vs_best_expert")]
     return sorted(set(out))
