@@ -122,7 +122,7 @@ ITEM_TABLE_FILES = [
 rule item_tables:
     input:
         scores=results("scores.csv"),
-        items=STUDY.all_item_files(),
+        outcomes=STUDY.all_item_files(),
     output:
         report(
             ITEM_TABLE_FILES,

@@ -168,6 +168,7 @@ def eval_job_params(names, wildcards):
     return {
         **eval_params(wildcards),
         "score_keys": {n: STUDY.score_key(wildcards.base, wildcards.model, n) for n in names},
+        "outcome_keys": {n: STUDY.outcome_key(wildcards.base, wildcards.model, n) for n in names},
     }
 
 

@@ -1,5 +1,7 @@
 """Score one model on a list of benchmarks (one JSON per benchmark), model loaded once."""
 
+from pathlib import Path
+
 from wildmerge.benchmark_data import use_fetched_data
 
 # hub benchmark datasets were fetched by fetch_benchmark_data: offline from here on
@@ -32,6 +34,21 @@ if p.spec["identity"]["role"] == "merged":
 else:
     provenance["checkpoint"] = info
     provenance["model_sha256"] = info["sha256"]
+
+
+def _pools() -> dict[str, str]:
+    """Per benchmark, the file keeping every item outcome scored so far (wildmerge.budget)."""
+    from wildmerge.budget import pool_path
+
+    okeys = p.spec.get("outcome_keys") or {}
+    out = {}
+    for n in names:
+        if n in okeys:
+            item = items_files.get(n) or f"{Path(out_files[n]).parent}/{n}.parquet"
+            out[n] = str(pool_path(item, okeys[n]))
+    return out
+
+
 # execution-only settings: not params (changing them reruns nothing), recorded per score file
 ev = smk.config["evaluation"]
 keys = p.spec.get("score_keys") or {}
@@ -49,6 +66,8 @@ values = evaluate_model(
     per_benchmark={n: {"score_key": k} for n, k in keys.items()},
     trust_remote_code=p.spec["trust_remote_code"],
     items_files=items_files,
+    budget=ev.get("budget"),
+    pools=_pools(),
 )
 for name, value in values.items():
     log.info("%s %s: %.4f", smk.wildcards.model, name, value)

@@ -10,7 +10,7 @@ smk = snakemake  # noqa: F821
 log = setup_logging(smk)
 scores = read_scores(smk.input.scores)
 # <results>/items/<base>/<model>/<benchmark>.parquet
-files = {(Path(p).parent.parent.name, Path(p).parent.name, Path(p).stem): p for p in smk.input.items}
+files = {(Path(p).parent.parent.name, Path(p).parent.name, Path(p).stem): p for p in smk.input.outcomes}
 groups = dict(smk.params.groups)
 vs_base = list(dict.fromkeys(m for name, ms in groups.items() if name != "table2" for m in ms))
 merged = list(dict.fromkeys(scores.loc[scores.role == "merged", "method"]))

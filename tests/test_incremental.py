@@ -150,3 +150,25 @@ def test_per_item_files_come_from_the_same_jobs_and_follow_their_score_files(sma
     after = items_files(work)
     assert {p: after[p] for p in before} == before
     assert {p.name for p in set(after) - set(before)} == {"demo_facts.parquet", f"{BENCHES[1]}.parquet"}
+
+
+def test_budget_reruns_evaluations_reusing_kept_outcomes_and_growing_it_scores_only_new_items(small_study, tmp_path):
+    """Issue 13: a budget is a score setting (every evaluation reruns), but the outcomes of the
+    full run are kept (pool) and reused: no item is scored again; growing it adds only items."""
+    import json
+
+    work = tmp_path / "work"
+    shutil.copytree(small_study, work, symlinks=True)
+    half = changed(work, "half", lambda c: c["evaluation"].update(budget=0.5))
+    jobs = dry_run_jobs(work, config=half)
+    assert jobs.pop("evaluate") == MODELS and jobs.pop("merge") == 1 and set(jobs) == AGGREGATION
+    smk(work, "--cores", "2", config=half)
+    files = sorted((work / "results/small/scores").rglob("*.json"))
+    recs = [json.loads(p.read_text()) for p in files]
+    assert all(r["budget"]["n_items"] == 10 and r["budget"]["reused"] == 10 for r in recs)  # n_eval 20
+    assert len({r["budget"]["ids_sha256"] for r in recs if r["benchmark"] == BENCHES[0]}) == 1  # same items
+    grown = changed(work, "grown", lambda c: c["evaluation"].update(budget=0.75))
+    smk(work, "--cores", "2", config=grown)
+    recs = [json.loads(p.read_text()) for p in files]
+    assert all(r["budget"]["n_items"] == 15 and r["budget"]["scored"] == 0 for r in recs)  # all kept from the full run
+    assert dry_run_jobs(work, config=grown) == {}

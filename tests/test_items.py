@@ -54,3 +54,44 @@ def test_item_ids_are_the_same_items_for_every_model(scored):
     assert list(a["item_id"]) == list(b["item_id"]) and list(a["doc_hash"]) == list(b["doc_hash"])
     assert not a["logliks"].equals(b["logliks"])  # two different models
     assert (scored / "m0" / "demo.parquet").stat().st_size < 50_000
+
+
+def test_budget_sample_is_seeded_stratified_and_nested():
+    from wildmerge.budget import allocate, sample_ids
+
+    sizes = {"a": 1000, "b": 300, "c": 7}
+    assert allocate(sizes, 0.1) == {"a": 100, "b": 30, "c": 1}
+    assert sum(allocate(sizes, 200).values()) == 200 and allocate(sizes, 10**6) == sizes
+    small, large = sample_ids(sizes, 0.1, 1234), sample_ids(sizes, 0.5, 1234)
+    assert small == sample_ids(sizes, 0.1, 1234) and small != sample_ids(sizes, 0.1, 7)
+    assert all(set(small[t]) <= set(large[t]) for t in sizes)  # growing the budget only adds items
+    assert all(len(set(v)) == len(v) and max(v) < sizes[t] for t, v in large.items())
+    with pytest.raises(ValueError, match="evaluation.budget"):
+        allocate(sizes, 1.5)
+
+
+def test_budget_scores_the_sample_and_growing_it_scores_only_new_items(scored):
+    from wildmerge.evaluation import evaluate_model
+    from wildmerge.items import read_items
+
+    full = read_items(scored / "m0" / "demo.parquet").set_index("item_id")
+    out = scored / "budget"
+    pools = {"demo": out / ".pool" / "demo.key.parquet"}
+    runs = {}
+    for budget in (0.25, 0.5):
+        evaluate_model(
+            scored / "model0", [{"name": "demo"}], {"demo": out / f"{budget}.json"}, include_path=scored / "tasks",
+            batch_size=8, items_files={"demo": out / f"{budget}.parquet"}, budget=budget, pools=pools,
+        )
+        runs[budget] = json.loads((out / f"{budget}.json").read_text())
+        items = read_items(out / f"{budget}.parquet").set_index("item_id")
+        assert len(items) == runs[budget]["budget"]["n_items"] == 8 * round(20 * budget)
+        assert items.groupby("task").size().to_dict() == runs[budget]["budget"]["per_task"]  # stratified
+        # the same outcomes as the full evaluation of these items
+        assert (items["correct"] == full.loc[items.index, "correct"]).all()
+        assert runs[budget]["value"] == pytest.approx(items.groupby("task")["correct"].mean().mean())
+    assert runs[0.25]["budget"]["scored"] == 8 * 5 and runs[0.25]["budget"]["reused"] == 0
+    assert runs[0.5]["budget"]["reused"] == 8 * 5 and runs[0.5]["budget"]["scored"] == 8 * 5
+    assert runs[0.5]["budget"]["requests"] < runs[0.25]["budget"]["requests"] * 1.5  # only the new items
+    small, large = runs[0.25]["budget"]["sample"], runs[0.5]["budget"]["sample"]
+    assert all(set(small[t]) <= set(large[t]) for t in small)

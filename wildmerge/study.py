@@ -177,6 +177,17 @@ class Study:
         self.benchmarks: list[dict[str, Any]] = [
             b if isinstance(b, Mapping) else {"name": b} for b in config["evaluation"]["benchmarks"]
         ]
+        ev = config["evaluation"]
+        if ev.get("budget") is not None:
+            from wildmerge.budget import check_budget
+
+            try:
+                check_budget(ev["budget"])
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+            if ev.get("limit") is not None:
+                raise ConfigError("evaluation.budget and evaluation.limit: set one of them (a budget samples "
+                                  "items across each benchmark; limit takes the first N)")
         names = [b["name"] for b in self.benchmarks]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
@@ -376,9 +387,11 @@ class Study:
             "dtype": ev.get("dtype", "float32"),
             "seed": ev.get("seed", 1234),
             "limit": ev.get("limit"),
+            # the budget only where set: score keys of studies without one stay as they were
+            **({"budget": ev["budget"]} if ev.get("budget") is not None else {}),
         }
 
-    def score_key(self, base: str, model: str, bench: str) -> str:
+    def score_key(self, base: str, model: str, bench: str, settings: Mapping[str, Any] | None = None) -> str:
         """Hash of everything one (model, benchmark) score depends on, stored in its score
         file: a file whose key differs from the config's is recomputed."""
         if model.startswith("m-"):
@@ -386,7 +399,13 @@ class Study:
         else:
             ident = {"checkpoint": self.checkpoint(base, model).identity}
         return stable_hash({"model": ident, "benchmark": self.benchmark_spec(bench),
-                            "settings": self.score_settings()}, 16)
+                            "settings": self.score_settings() if settings is None else dict(settings)}, 16)
+
+    def outcome_key(self, base: str, model: str, bench: str) -> str:
+        """The score key without the budget: the per-item outcomes of two budgets with the same
+        outcome key are interchangeable (a grown budget reuses them, wildmerge.budget)."""
+        settings = {k: v for k, v in self.score_settings().items() if k != "budget"}
+        return self.score_key(base, model, bench, settings)
 
     def evaluated_models(self) -> list[tuple[str, str]]:
         """(base, model) of every model scored on the study's benchmarks, each once."""
