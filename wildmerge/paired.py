@@ -33,7 +33,12 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from wildmerge.aggregate import AVERAGE, bootstrap_indices, model_averages, percentile_ci
+from wildmerge.aggregate import (
+    AVERAGE,
+    bootstrap_indices,
+    model_averages,
+    percentile_ci,
+)
 
 _EPS = 1e-9  # a gain counts as "better" only above float noise (as in the main tables)
 
@@ -139,9 +144,10 @@ def _ci(reps: np.ndarray, level: float) -> tuple[float, float]:
 def paired_tables(scores: pd.DataFrame, files: Mapping[tuple[str, str, str], str | Path], methods: Sequence[str],
                   reference: str = "base", *, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED,
                   level: float = DEFAULT_LEVEL, item_ids: Mapping[str, Sequence[str]] | None = None,
-                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+                  resample_subsets: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(cells, merges): per (base, method, n) and per merge, the paired per-item comparison
-    with the ``reference`` ("base" or "best_expert"). ``files[(base, model, benchmark)]``."""
+    with the ``reference`` ("base" or "best_expert"). ``files[(base, model, benchmark)]``.
+    ``resample_subsets=False``: the cells' CIs hold the subsets fixed (item sampling only)."""
     avgs = model_averages(scores)
     vals = {(r.base, r.model_id, r.benchmark): float(r.value) for r in scores.itertuples()}
     cells, merges = [], []
@@ -167,7 +173,9 @@ def paired_tables(scores: pd.DataFrame, files: Mapping[tuple[str, str, str], str
         ref = mat.outcomes[row_of[ref_model]]
         ref_rep, ref_rep2 = 100.0 * q @ ref, 100.0 * q2 @ ref
 
-        def gains(models: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        def gains(models: list[str], mat: ItemMatrix = mat, row_of: dict = row_of, ref: np.ndarray = ref,
+                  q: np.ndarray = q, ref_rep: np.ndarray = ref_rep, ref_rep2: np.ndarray = ref_rep2,
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             out = mat.outcomes[[row_of[m] for m in models]]
             point = 100.0 * (out - ref) @ mat.weights
             rep = 100.0 * out @ q.T
@@ -196,7 +204,8 @@ def paired_tables(scores: pd.DataFrame, files: Mapping[tuple[str, str, str], str
                             "significant": bool(lo_hi[i][0] > 0 or lo_hi[i][1] < 0),
                         })
                 k = len(models)
-                sub = bootstrap_indices(k, n_boot, seed, base, n)  # (B, k) subset draws
+                sub = (bootstrap_indices(k, n_boot, seed, base, n) if resample_subsets  # (B, k) subset draws
+                       else np.tile(np.arange(k), (n_boot, 1)))
                 cols = np.arange(n_boot)[:, None]
                 g_rep = rep.T[cols, sub].mean(axis=1)
                 g_rep_u = rep_u.T[cols, sub].mean(axis=1)
