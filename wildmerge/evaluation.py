@@ -252,7 +252,7 @@ def _apply_budget(plan: Any, record: dict[str, Any], res: Mapping[str, Any], met
 
     meta = {k: v for k, v in record.items() if k != "metrics"}
     frame, value, stderr, info = finish_benchmark(plan, _outcomes(res, plan.name, metric, filt), budget, seed, meta)
-    record.update(value=value, stderr=stderr, budget=info,
+    record.update(value=value, stderr=stderr if stderr == stderr else None, budget=info,
                   n_samples={"effective": info["n_items"], "original": info["n_total"]})
     record["metrics"] = {f"{metric},{filt}": value}
     record["evaluation"] = {**record["evaluation"], "budget": budget}
