@@ -65,9 +65,11 @@ def make_tasks(out: Path) -> list[str]:
     return ["fid_compare", "fid_mix"]
 
 
-def study_config(work: Path, benchmarks: list[str]) -> Path:
+def study_config(work: Path, benchmarks: list[str], sizes: list, per_size: int) -> Path:
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     cfg.update(study="fidelity", results="results/fidelity")
+    cfg["subsets"].update(sizes=sizes, per_size=per_size)
+    cfg["methods"] = {m: spec for m, spec in cfg["methods"].items() if any(m in ms for ms in TABLES.values())}
     cfg["evaluation"].update(include_path=str(work / "tasks"), benchmarks=benchmarks, seed=SEED, per_item=True)
     cfg["tables"] = TABLES
     path = work / "fidelity.yaml"
@@ -75,13 +77,13 @@ def study_config(work: Path, benchmarks: list[str]) -> Path:
     return path
 
 
-def run_study(work: Path, cores: int) -> float:
+def run_study(work: Path, cores: int, sizes: list, per_size: int) -> float:
     benches = make_tasks(work / "tasks")
-    cfg = study_config(work, benches)
+    cfg = study_config(work, benches, sizes, per_size)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     t0 = time.time()
     subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(work),
-                    "--configfile", str(cfg), "--cores", str(cores), "--quiet", "rules"], check=True, env=env)
+                    "--configfile", str(cfg), "--cores", str(cores), "--quiet", "rules", "--rerun-incomplete"], check=True, env=env)
     return time.time() - t0
 
 
@@ -140,15 +142,23 @@ def main() -> None:
     ap.add_argument("--budgets", type=float, nargs="+", default=[0.1, 0.25, 0.5])
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--skip-run", action="store_true", help="reuse a finished study in --workdir")
+    ap.add_argument("--sizes", nargs="+", default=["2", "4", "all"], help="subsets.sizes (the demo's by default)")
+    ap.add_argument("--per-size", type=int, default=2)
+    ap.add_argument("--methods", nargs="+", default=None, help="keep only these methods (default: all 7)")
     args = ap.parse_args()
+    if args.methods:
+        for name in TABLES:
+            TABLES[name] = [m for m in TABLES[name] if m in args.methods]
+    sizes = [s if s == "all" else int(s) for s in args.sizes]
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     if not args.skip_run:
-        print(f"full study: {run_study(work, args.cores):.0f} s wall")
+        print(f"full study: {run_study(work, args.cores, sizes, args.per_size):.0f} s wall")
     scores, files, sizes, choices = load(work)
     tasks = bench_tasks(files)
     models = len({(b, m) for b, m, _ in files})
     print(f"{models} models; items per task: {sizes}; benchmarks: {tasks}")
+    print(f"methods: {TABLES}; subsets.sizes {sizes}, per_size {args.per_size}")
     full = cells(scores, files, None, args.n_boot, subsets=False)
     total_requests = sum(choices.values())
     for budget in args.budgets:

@@ -126,7 +126,7 @@ def test_adding_a_benchmark_scores_only_the_new_pairs(small_study, tmp_path):
 
 
 def items_files(work: Path) -> dict[Path, tuple[int, int]]:
-    return {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted((work / "results/small/items").rglob("*.parquet"))}
+    return {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted((work / "results/small/items").glob("*/*/*.parquet"))}  # not .pool/
 
 
 def test_per_item_files_come_from_the_same_jobs_and_follow_their_score_files(small_study, tmp_path):
