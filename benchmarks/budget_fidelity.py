@@ -37,12 +37,12 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from wildmerge.aggregate import read_scores
-from wildmerge.budget import sample_ids
-from wildmerge.demo.skills import SKILLS, eval_examples, eval_item
-from wildmerge.demo.tasks import task_config
-from wildmerge.items import read_items
-from wildmerge.paired import paired_tables
+from wildmerge.aggregate import read_scores  # noqa: E402
+from wildmerge.budget import sample_ids  # noqa: E402
+from wildmerge.demo.skills import SKILLS, eval_examples, eval_item  # noqa: E402
+from wildmerge.demo.tasks import task_config  # noqa: E402
+from wildmerge.items import read_items  # noqa: E402
+from wildmerge.paired import paired_tables  # noqa: E402
 
 N_ITEMS = 1000
 SEED = 1234
@@ -105,7 +105,7 @@ def load(work: Path) -> tuple[pd.DataFrame, dict, dict[str, int], dict[str, int]
 
 def bench_tasks(files: dict) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for (_, m, b), f in files.items():
+    for (_, _, b), f in files.items():
         if b not in out:
             out[b] = sorted(read_items(f, ["task"])["task"].unique())
     return out

@@ -95,3 +95,29 @@ def test_budget_scores_the_sample_and_growing_it_scores_only_new_items(scored):
     assert runs[0.5]["budget"]["requests"] < runs[0.25]["budget"]["requests"] * 1.5  # only the new items
     small, large = runs[0.25]["budget"]["sample"], runs[0.5]["budget"]["sample"]
     assert all(set(small[t]) <= set(large[t]) for t in small)
+
+
+def test_budget_config_keys():
+    """The budget is a score setting (score keys change) but not an outcome setting (kept
+    outcomes stay usable); studies without one keep their score keys; budget with limit is an error."""
+    import copy
+
+    import yaml
+
+    from wildmerge.study import ConfigError, Study
+
+    cfg = yaml.safe_load((Path(__file__).parent.parent / "config.yaml").read_text())
+    plain = Study(cfg)
+    half = copy.deepcopy(cfg)
+    half["evaluation"]["budget"] = 0.5
+    study = Study(half)
+    key = ("tiny-llama", "base", "demo_arith")
+    assert "budget" not in plain.score_settings()
+    assert study.score_key(*key) != plain.score_key(*key)
+    assert study.outcome_key(*key) == plain.outcome_key(*key) == plain.score_key(*key)
+    half["evaluation"]["limit"] = 5
+    with pytest.raises(ConfigError, match="budget and evaluation.limit"):
+        Study(half)
+    half["evaluation"].update(limit=None, budget=2.5)
+    with pytest.raises(ConfigError, match="evaluation.budget"):
+        Study(half)
