@@ -149,16 +149,16 @@ def main() -> None:
     if args.methods:
         for name in TABLES:
             TABLES[name] = [m for m in TABLES[name] if m in args.methods]
-    sizes = [s if s == "all" else int(s) for s in args.sizes]
+    subset_sizes = [s if s == "all" else int(s) for s in args.sizes]
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     if not args.skip_run:
-        print(f"full study: {run_study(work, args.cores, sizes, args.per_size):.0f} s wall")
+        print(f"full study: {run_study(work, args.cores, subset_sizes, args.per_size):.0f} s wall")
     scores, files, sizes, choices = load(work)
     tasks = bench_tasks(files)
     models = len({(b, m) for b, m, _ in files})
     print(f"{models} models; items per task: {sizes}; benchmarks: {tasks}")
-    print(f"methods: {TABLES}; subsets.sizes {sizes}, per_size {args.per_size}")
+    print(f"methods: {TABLES}; subsets.sizes {subset_sizes}, per_size {args.per_size}")
     full = cells(scores, files, None, args.n_boot, subsets=False)
     total_requests = sum(choices.values())
     for budget in args.budgets:
