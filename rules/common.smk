@@ -168,6 +168,7 @@ def eval_job_params(names, wildcards):
     out = {
         **eval_params(wildcards),
         "score_keys": {n: STUDY.score_key(wildcards.base, wildcards.model, n) for n in names},
+        "outcome_keys": {n: STUDY.outcome_key(wildcards.base, wildcards.model, n) for n in names},
     }
     # only after `wildmerge.hub update` moved a commit its score files record: a changed param
     moves = {n: STUDY.lock_moves(wildcards.base, wildcards.model, n) for n in names}
@@ -191,4 +192,6 @@ def final_outputs():
     out += [f"{R}/figures/ablation_{a}_{s}.png" for a in STUDY.ablations for s in ("accuracy", "l2norm")]
     if STUDY.suite_evals:
         out += [f"{R}/figures/homogeneous.png", f"{R}/tables/homogeneous.csv"]
+    if STUDY.per_item:  # paired per-item tables (rules/aggregate.smk: item_tables)
+        out += [f"{R}/tables/{t}.md" for t in ("items_vs_base", "items_vs_best_expert")]
     return sorted(set(out))

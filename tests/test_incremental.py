@@ -14,7 +14,7 @@ import yaml
 from workflow_helpers import dry_run_job_wildcards, dry_run_jobs, smk, write_config
 
 BENCHES = ["demo_arith", "demo_compare"]
-AGGREGATION = {"collect_scores", "tables", "figures", "all"}
+AGGREGATION = {"collect_scores", "tables", "item_tables", "figures", "all"}
 SMALL = {
     "study": "small",
     "results": "results/small",
@@ -130,3 +130,52 @@ def test_adding_a_benchmark_scores_only_the_new_pairs(small_study, tmp_path):
     assert {p.name for p in new} == {"demo_facts.json"} and len(new) == MODELS
     assert dry_run_jobs(work, config=cfg) == {}  # and the study is complete again
     assert "demo_facts" in (work / "results/small/scores.csv").read_text()
+
+
+def items_files(work: Path) -> dict[Path, tuple[int, int]]:
+    return {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted((work / "results/small/items").glob("*/*/*.parquet"))}  # not .pool/
+
+
+def test_per_item_files_come_from_the_same_jobs_and_follow_their_score_files(small_study, tmp_path):
+    """Issue 13: one per-item file per (model, benchmark), output of the score file's job; a
+    missing one reruns that model's job for that benchmark only; the off switch plans nothing."""
+    assert {p.with_suffix(".json").name for p in items_files(small_study)} == {f"{b}.json" for b in BENCHES}
+    assert len(items_files(small_study)) == MODELS * len(BENCHES)
+    work = tmp_path / "work"
+    shutil.copytree(small_study, work, symlinks=True)
+    (gone,) = [p for p in items_files(work) if p.parent.name == "base" and p.stem == BENCHES[1]]
+    gone.unlink()
+    cfg = changed(work, "same", lambda c: None)
+    jobs = dry_run_job_wildcards(work, config=cfg)
+    (rule,) = [r for r in jobs if r.startswith("evaluate")]
+    assert rule != "evaluate" and len(jobs[rule]) == 1 and "model=base" in next(iter(jobs[rule]))
+    off = changed(work, "off", lambda c: c["evaluation"].update(per_item=False))
+    assert not [r for r in dry_run_jobs(work, config=off) if r.startswith("evaluate")]
+    before = items_files(work)
+    cfg = changed(work, "more", lambda c: c["evaluation"]["benchmarks"].append("demo_facts"))
+    smk(work, "--cores", "2", config=cfg)
+    after = items_files(work)
+    assert {p: after[p] for p in before} == before
+    assert {p.name for p in set(after) - set(before)} == {"demo_facts.parquet", f"{BENCHES[1]}.parquet"}
+
+
+def test_budget_reruns_evaluations_reusing_kept_outcomes_and_growing_it_scores_only_new_items(small_study, tmp_path):
+    """Issue 13: a budget is a score setting (every evaluation reruns), but the outcomes of the
+    full run are kept (pool) and reused: no item is scored again; growing it adds only items."""
+    import json
+
+    work = tmp_path / "work"
+    shutil.copytree(small_study, work, symlinks=True)
+    half = changed(work, "half", lambda c: c["evaluation"].update(budget=0.5))
+    jobs = dry_run_jobs(work, config=half)
+    assert jobs.pop("evaluate") == MODELS and jobs.pop("merge") == 1 and set(jobs) == AGGREGATION
+    smk(work, "--cores", "2", config=half)
+    files = sorted((work / "results/small/scores").rglob("*.json"))
+    recs = [json.loads(p.read_text()) for p in files]
+    assert all(r["budget"]["n_items"] == 10 and r["budget"]["reused"] == 10 for r in recs)  # n_eval 20
+    assert len({r["budget"]["ids_sha256"] for r in recs if r["benchmark"] == BENCHES[0]}) == 1  # same items
+    grown = changed(work, "grown", lambda c: c["evaluation"].update(budget=0.75))
+    smk(work, "--cores", "2", config=grown)
+    recs = [json.loads(p.read_text()) for p in files]
+    assert all(r["budget"]["n_items"] == 15 and r["budget"]["scored"] == 0 for r in recs)  # all kept from the full run
+    assert dry_run_jobs(work, config=grown) == {}

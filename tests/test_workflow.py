@@ -107,6 +107,12 @@ def test_demo_outputs(demo_run):
     for name in ["table1", "table2", "table3"]:
         assert (results / "tables" / f"{name}.md").stat().st_size > 100
         assert (results / "tables" / f"{name}.csv").stat().st_size > 100
+    # issue 13: per-item outcomes of every (model, benchmark); paired tables agree with table1's gains
+    assert len(list((results / "items").glob("*/*/*.parquet"))) == n_models * len(benches)
+    t1 = pd.read_csv(results / "tables" / "table1.csv").set_index(["base", "method", "n"])
+    items = pd.read_csv(results / "tables" / "items_vs_base.csv").set_index(["base", "method", "n"])
+    common = t1.index.intersection(items.index)
+    assert len(common) and ((t1.loc[common, "mean_gain"] - items.loc[common, "mean_gain"]).abs() < 1e-6).all()
     for fig in ["accuracy_vs_n", "taskwise_tiny-llama", "norm_vs_n", "cosine_tiny-llama", "layer_signs_tiny-llama"]:
         assert (results / "figures" / f"{fig}.png").stat().st_size > 10_000
     norms = pd.read_csv(results / "geometry" / "tiny-llama" / "task_vector_norms.csv", index_col=0)
@@ -174,7 +180,7 @@ def test_adding_a_checkpoint_reruns_only_what_includes_it(demo_run, tmp_path):
     assert jobs.pop("merge") == {f"base=tiny-llama, merge={m}" for m in new}
     assert jobs.pop("evaluate") == {f"base=tiny-llama, model={m}" for m in new | {"expert-copy_count"}}
     assert jobs.pop("expert_cosine") == {"base=tiny-llama"}  # the pool's cosine matrix
-    assert set(jobs) == {"collect_scores", "tables", "figures", "all"}
+    assert set(jobs) == {"collect_scores", "tables", "item_tables", "figures", "all"}
 
 
 def test_changed_method_parameter_reruns_only_that_method(demo_run, tmp_path):
@@ -189,14 +195,14 @@ def test_changed_method_parameter_reruns_only_that_method(demo_run, tmp_path):
     study = Study(cfg).bases["tiny-llama"].merges
     assert {study[m].method for m in merges} == {"ties"}
     assert {w.split("model=")[1] for w in jobs.pop("evaluate")} == merges
-    assert set(jobs) == {"collect_scores", "tables", "figures", "all"}
+    assert set(jobs) == {"collect_scores", "tables", "item_tables", "figures", "all"}
 
 
 def test_report_bundles_captioned_tables_and_figures(demo_run):
     out = demo_run / "report.html"
     smk(demo_run, "--report", str(out))
     html = out.read_text()
-    for name in ["table1.md", "table2.md", "table3.md", "paired.md", "accuracy_vs_n.png", "norm_vs_n.png",
+    for name in ["table1.md", "table2.md", "table3.md", "paired.md", "items_vs_base.md", "accuracy_vs_n.png", "norm_vs_n.png",
                  "taskwise_tiny-llama.png", "layer_signs_tiny-llama.png",
                  "cosine_tiny-llama.png"]:
         assert name in html, name

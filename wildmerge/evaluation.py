@@ -125,9 +125,15 @@ def evaluate_model(
     provenance: Mapping[str, Any] | None = None,
     per_benchmark: Mapping[str, Mapping[str, Any]] | None = None,
     trust_remote_code: bool = False,
+    items_files: Mapping[str, str | Path] | None = None,
+    budget: float | int | None = None,
+    pools: Mapping[str, str | Path] | None = None,
 ) -> dict[str, float]:
     """Evaluate ``model_dir`` on ``benchmarks``; write ``out_files[name]`` per benchmark
-    (``provenance`` and ``per_benchmark[name]`` are added to each file's record).
+    (``provenance`` and ``per_benchmark[name]`` are added to each file's record), and
+    ``items_files[name]`` (per-item outcomes, :mod:`wildmerge.items`) where given.
+    ``budget``: score a seeded stratified sample of the items (:mod:`wildmerge.budget`),
+    reusing the outcomes kept in ``pools[name]``.
 
     Returns {benchmark: value}.
     """
@@ -159,15 +165,17 @@ def evaluate_model(
     for shots, group in groups.items():
         names = [b["name"] for b in group]
         t1 = time.time()
+        plans = _budget_plans(task_manager, names, budget, seed, pools) if budget is not None else {}
         res = lm_eval.simple_evaluate(
             model=lm,
             tasks=names,
             num_fewshot=shots,
             task_manager=task_manager,
-            limit=limit,
+            limit=None if plans else limit,
+            samples={t: ids for p in plans.values() for t, ids in p.request.items()} if plans else None,
             cache_requests=False,
             use_cache=None,
-            log_samples=False,
+            log_samples=bool(items_files) or bool(plans),
             random_seed=seed,
             numpy_random_seed=seed,
             torch_random_seed=seed,
@@ -206,9 +214,63 @@ def evaluate_model(
                 **dict(provenance or {}),
                 **dict((per_benchmark or {}).get(name, {})),
             }
+            frame = None
+            if name in plans:
+                frame = _apply_budget(plans[name], record, res, metric, filt, budget, seed)
+            if items_files and name in items_files:  # written first: a score file implies its items
+                record["items"] = write_item_outcomes(items_files[name], res, name, metric, filt, record, frame)
+                if pools and name in pools and name not in plans:
+                    from wildmerge.budget import keep_full_outcomes
+
+                    keep_full_outcomes(Path(items_files[name]), Path(pools[name]))
             atomic_write_json(Path(out_files[name]), record)
             values[name] = record["value"]
     return values
+
+
+def _outcomes(res: Mapping[str, Any], name: str, metric: str, filt: str) -> Any:
+    from wildmerge.items import item_frame, leaf_tasks
+
+    samples = res.get("samples") or {}
+    tasks = leaf_tasks(name, res.get("group_subtasks", {}), samples)
+    return item_frame(samples, tasks, metric, filt)
+
+
+def _budget_plans(task_manager: Any, names: Sequence[str], budget: float | int, seed: int,
+                  pools: Mapping[str, str | Path] | None) -> dict[str, Any]:
+    from wildmerge.budget import plan_benchmark
+
+    return {n: plan_benchmark(task_manager, n, budget, seed, Path(pools[n]) if pools and n in pools else None)
+            for n in names}
+
+
+def _apply_budget(plan: Any, record: dict[str, Any], res: Mapping[str, Any], metric: str, filt: str,
+                  budget: float | int, seed: int) -> Any:
+    """A budgeted benchmark's value, stderr and sample (into ``record``) from its sampled
+    items' outcomes (new ones and reused ones); returns those outcomes."""
+    from wildmerge.budget import finish_benchmark
+
+    meta = {k: v for k, v in record.items() if k != "metrics"}
+    frame, value, stderr, info = finish_benchmark(plan, _outcomes(res, plan.name, metric, filt), budget, seed, meta)
+    record.update(value=value, stderr=stderr if stderr == stderr else None, budget=info,
+                  n_samples={"effective": info["n_items"], "original": info["n_total"]})
+    record["metrics"] = {f"{metric},{filt}": value}
+    record["evaluation"] = {**record["evaluation"], "budget": budget}
+    return frame
+
+
+def write_item_outcomes(path: str | Path, res: Mapping[str, Any], name: str, metric: str, filt: str,
+                        record: Mapping[str, Any], frame: Any = None) -> dict[str, Any]:
+    """Write one benchmark's per-item outcomes (``frame``, else from lm-eval's logged
+    samples) to ``path`` (provenance: the score file's record); returns what the score file
+    records about it."""
+    from wildmerge.items import write_items
+
+    df = _outcomes(res, name, metric, filt) if frame is None else frame
+    meta = {k: v for k, v in record.items() if k not in ("metrics",)}
+    write_items(path, df, meta)
+    tasks = sorted(df["task"].astype(str).unique())
+    return {"file": Path(path).name, "n_items": len(df), "tasks": tasks, "sha256": file_sha256(Path(path))}
 
 
 def dump(obj: Any) -> str:

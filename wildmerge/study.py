@@ -181,6 +181,17 @@ class Study:
         self.benchmarks: list[dict[str, Any]] = [
             b if isinstance(b, Mapping) else {"name": b} for b in config["evaluation"]["benchmarks"]
         ]
+        ev = config["evaluation"]
+        if ev.get("budget") is not None:
+            from wildmerge.budget import check_budget
+
+            try:
+                check_budget(ev["budget"])
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+            if ev.get("limit") is not None:
+                raise ConfigError("evaluation.budget and evaluation.limit: set one of them (a budget samples "
+                                  "items across each benchmark; limit takes the first N)")
         names = [b["name"] for b in self.benchmarks]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
@@ -343,6 +354,22 @@ class Study:
         """Every benchmark's score file of each (base, model), benchmarks in name order."""
         return [self.score_file(b, m, n) for b, m in pairs for n in sorted(self.benchmark_names)]
 
+    # ---- per-item outcomes (issue 13) ------------------------------------------------
+    @property
+    def per_item(self) -> bool:
+        """Whether evaluations also write per-item outcome files (evaluation.per_item)."""
+        return bool(self.config["evaluation"].get("per_item", True))
+
+    def item_file(self, base: str, model: str, bench: str) -> str:
+        """Per-item outcomes of one (model, benchmark): written by the job of its score file."""
+        return f"{self.results}/items/{base}/{model}/{bench}.parquet"
+
+    def item_files(self, pairs: list[tuple[str, str]]) -> list[str]:
+        return [self.item_file(b, m, n) for b, m in pairs for n in sorted(self.benchmark_names)]
+
+    def all_item_files(self) -> list[str]:
+        return self.item_files([(b.name, m) for b in self.bases.values() for m in b.model_ids])
+
     def all_score_dirs(self) -> list[str]:
         return [self.score_dir(b.name, m) for b in self.bases.values() for m in b.model_ids]
 
@@ -364,9 +391,11 @@ class Study:
             "dtype": ev.get("dtype", "float32"),
             "seed": ev.get("seed", 1234),
             "limit": ev.get("limit"),
+            # the budget only where set: score keys of studies without one stay as they were
+            **({"budget": ev["budget"]} if ev.get("budget") is not None else {}),
         }
 
-    def score_key(self, base: str, model: str, bench: str) -> str:
+    def score_key(self, base: str, model: str, bench: str, settings: Mapping[str, Any] | None = None) -> str:
         """Hash of everything one (model, benchmark) score depends on, stored in its score
         file: a file whose key differs from the config's is recomputed."""
         if model.startswith("m-"):
@@ -374,7 +403,13 @@ class Study:
         else:
             ident = {"checkpoint": self.checkpoint(base, model).identity}
         return stable_hash({"model": ident, "benchmark": self.benchmark_spec(bench),
-                            "settings": self.score_settings()}, 16)
+                            "settings": self.score_settings() if settings is None else dict(settings)}, 16)
+
+    def outcome_key(self, base: str, model: str, bench: str) -> str:
+        """The score key without the budget: the per-item outcomes of two budgets with the same
+        outcome key are interchangeable (a grown budget reuses them, wildmerge.budget)."""
+        settings = {k: v for k, v in self.score_settings().items() if k != "budget"}
+        return self.score_key(base, model, bench, settings)
 
     def evaluated_models(self) -> list[tuple[str, str]]:
         """(base, model) of every model scored on the study's benchmarks, each once."""
@@ -429,6 +464,8 @@ class Study:
                     current = False
             except (OSError, ValueError, AttributeError, KeyError, TypeError):
                 current = False
+            if current and self.per_item:  # its per-item file comes from the same job
+                current = os.path.exists(self.item_file(base, model, name))
             if not current:
                 out.append(name)
         return tuple(out)
