@@ -12,7 +12,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from wildmerge.aggregate import model_averages
+from wildmerge.scores import model_averages
 from wildmerge.collect import collect_scores
 from wildmerge.provenance import read_json
 
