@@ -11,9 +11,7 @@ FIGURE_FILES = {
 rule collect_scores:
     input:
         scores=STUDY.all_score_files(),
-        manifests=[
-            f"{R}/manifests/{b.name}/{m}.json" for b in STUDY.bases.values() for m in b.merges
-        ],
+        manifests=[f"{R}/manifests/{b.name}/{m}.json" for b in STUDY.bases.values() for m in b.merges],
     output:
         scores=results("scores.csv"),
         norms=results("norms.csv"),

@@ -16,7 +16,6 @@ export_pythonpath(workflow.basedir)
 from wildmerge.configcheck import ConfigFileError, check_config_files, check_schema, check_sources  # noqa: E402
 from wildmerge.study import ConfigError, Study, canonical, check_study  # noqa: E402
 
-
 CONFIG_FILES = [str(p) for p in (workflow.overwrite_configfiles or [f"{workflow.basedir}/config.yaml"])]
 try:  # short errors naming the file and key (snakemake's validate dumps the whole schema)
     check_config_files(CONFIG_FILES)

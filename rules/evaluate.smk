@@ -9,7 +9,6 @@ import functools
 from wildmerge.smk import alternatives_regex
 from wildmerge.subsets import stable_hash as _stable_hash
 
-
 _EVALUATED = set(STUDY.evaluated_models())
 for _names, _pairs in sorted(STUDY.pending_evaluations().items()):
     # the common cases (a new study, an added benchmark, a changed score setting) give every
@@ -31,9 +30,9 @@ for _names, _pairs in sorted(STUDY.pending_evaluations().items()):
             base="[^/]+" if _everyone else alternatives_regex(b for b, _ in _pairs),
             model="[^/]+" if _everyone else alternatives_regex(m for _, m in _pairs),
         params:
+            **eval_settings(),
             spec=functools.partial(eval_job_params, _names),
             benchmarks=[STUDY.benchmark_spec(n) for n in _names],
-            **eval_settings(),
         threads: 1
         # a ready evaluation goes before new merges, so a (temporary) merged model is scored
         # and deleted before more are written: peak disk stays near (parallel jobs) x one model

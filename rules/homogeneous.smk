@@ -12,9 +12,9 @@ rule evaluate_suite:
     benchmark:
         results("benchmarks/evaluate_suite/{base}/{suite}/{model}.tsv")
     params:
+        **eval_settings(),
         spec=eval_params,
         benchmarks=lambda wc: [{"name": b} for b in STUDY.suites[(wc.base, wc.suite)]],
-        **eval_settings(),
     threads: 1
     # a ready evaluation goes before new merges, so a (temporary) merged model is scored and
     # deleted before more are written: peak disk stays near (parallel jobs) x one model

@@ -4,7 +4,6 @@ asserted from Snakemake's own dry-run job list and from the score files on disk.
 from __future__ import annotations
 
 import copy
-import os
 import shutil
 from pathlib import Path
 
