@@ -328,9 +328,13 @@ class Study:
     def uses_demo(self) -> bool:
         return any(c.kind == "demo" for c in self.all_checkpoints())
 
+    def result(self, path: str) -> str:
+        """A path inside the study's results directory (config key ``results``)."""
+        return f"{self.results}/{path}"
+
     def score_dir(self, base: str, model: str) -> str:
         """Folder of a model's score files, one ``<benchmark>.json`` per benchmark."""
-        return f"{self.results}/scores/{base}/{model}"
+        return self.result(f"scores/{base}/{model}")
 
     def score_file(self, base: str, model: str, bench: str) -> str:
         return f"{self.score_dir(base, model)}/{bench}.json"
