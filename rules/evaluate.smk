@@ -7,7 +7,7 @@
 import functools
 
 from wildmerge.smk import alternatives_regex
-from wildmerge.subsets import stable_hash as _stable_hash
+from wildmerge.provenance import stable_hash as _stable_hash
 
 _EVALUATED = set(STUDY.evaluated_models())
 _PENDING = STUDY.pending_evaluations()
