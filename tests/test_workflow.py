@@ -91,7 +91,7 @@ def test_paper_config_dry_run_offline(tmp_path):
     sweeps = 4 * (16 + 30 + 8 - 3)
     assert counts["merge"] == 4 * (5 * 15 + 1) * 7 + sweeps
     assert counts["evaluate"] == 4 * (1 + 12 + (5 * 15 + 1) * 7) + sweeps
-    assert counts["ablation"] == 3
+    assert counts["ablations"] == 3
 
 
 def test_demo_outputs(demo_run):
@@ -222,7 +222,7 @@ def test_ablation_sweeps_on_the_demo(demo_run, tmp_path):
     assert shared and shared <= set(study.bases["tiny-llama"].merges)  # e.g. TA lambda=1 normalized
     jobs = dry_run_jobs(work, config=configs)
     assert jobs["merge"] == len(new) == 6 + 4 + 3 - len(shared)
-    assert jobs["ablation"] == 3
+    assert jobs["ablations"] == 3
 
     smk(work, "--cores", "2", config=configs)
     res = work / "results" / "demo"
