@@ -138,7 +138,9 @@ def merge_sizes(raw: list[Any], pool: int, base: str, key: str = "subsets.sizes"
 
 
 class Study:
-    """Resolved view of a validated config."""
+    """Resolved view of a validated config: its bases, subsets and merges, the paths of
+    results, and the lookups the rules make. Sweeps (:mod:`wildmerge.ablations`) and
+    homogeneous groups (:mod:`wildmerge.homogeneous`) are expanded by their modules."""
 
     def __init__(self, config: Mapping[str, Any]):
         self.config = config
