@@ -87,7 +87,7 @@ PAIRED_COLUMNS = [
     "n_ties",          # subsets where |A - B| <= 1e-9 points
     "pct_a_better",    # 100 * n_a_better / k (ties count as not better)
     "sign_p",          # exact two-sided sign test, ties dropped (1.0 if all tie)
-    "wilcoxon_p",      # two-sided Wilcoxon signed-rank test, zeros dropped (exact; see statistics)
+    "wilcoxon_p",      # two-sided Wilcoxon signed-rank test, zeros dropped (exact; Monte Carlo if tied and k > 16)
 ]
 
 #: Name of the paired-comparison table written by :func:`write_tables`.
