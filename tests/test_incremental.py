@@ -59,10 +59,17 @@ def changed(small_study: Path, name: str, edit) -> Path:
         ("param_order", lambda c: c["methods"]["ties"].update(
             params={"normalize": True, "density": 0.5, "lambda": 1.0})),
         ("bench_order", lambda c: c["evaluation"].update(benchmarks=BENCHES[::-1])),
+        ("keep_models", lambda c: c["merge"].update(keep_models=True)),
+        ("cpus", lambda c: c.update(resources={"evaluate": {"cpus_per_task": 4}, "merge": {"cpus_per_task": 4}})),
     ],
 )
 def test_execution_only_settings_and_no_op_edits_plan_no_job(small_study, name, edit):
     assert dry_run_jobs(small_study, config=changed(small_study, name, edit)) == {}
+
+
+def test_thread_counts_plan_no_job(small_study):
+    threads = ["--set-threads", "merge=2", "evaluate=2", "checkpoint_info=2"]
+    assert dry_run_jobs(small_study, *threads, config=write_config(small_study / "same.yaml", SMALL)) == {}
 
 
 def test_yaml_formatting_and_comments_plan_no_job(small_study):

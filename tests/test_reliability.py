@@ -39,15 +39,7 @@ def _wait_for(pred, proc: subprocess.Popen, timeout: float = 300.0) -> None:
     "stage",
     [
         "merge",
-        pytest.param(
-            "evaluate",
-            marks=pytest.mark.xfail(
-                reason="open: with per-benchmark score files, a score file written completely before "
-                "the kill is current for wildmerge but marked incomplete by Snakemake, so the dry run "
-                "finds no rule for it; Study.pending_benchmarks must also read .snakemake/incomplete",
-                strict=False,
-            ),
-        ),
+        "evaluate",
     ],
 )
 def test_sigkill_mid_write_is_not_accepted_as_complete(demo_run, tmp_path, stage):
@@ -96,7 +88,13 @@ def _variant_of_demo_base(demo_run: Path, out: Path, kind: str) -> Path:
 
     model = LlamaForCausalLM.from_pretrained(str(demo_run / "resources/demo/base"), dtype=torch.float32)
     if kind == "resized":  # as the MergeBench Llama-3.2-3B fine-tunes: more rows in embed/lm_head
+        from transformers import AutoTokenizer
+
         model.resize_token_embeddings(model.config.vocab_size + 8)
+        # and, as they do, a tokenizer that numbers the 8 new tokens
+        tok = AutoTokenizer.from_pretrained(str(demo_run / "resources/demo/base"))
+        tok.add_tokens([f"<extra_{i}>" for i in range(8)])
+        tok.save_pretrained(str(out))
     if kind == "pickle":  # an old-style checkpoint: weights only as a pickle
         out.mkdir()
         model.config.save_pretrained(str(out))
@@ -111,14 +109,7 @@ def _variant_of_demo_base(demo_run: Path, out: Path, kind: str) -> Path:
     [
         ("resized", "error", ["expert 'odd'", "embed_tokens", "merge.tokenizer_source"]),
         ("pickle", "error", ["expert 'odd'", "pickle"]),
-        pytest.param(
-            "resized", "union", None,
-            marks=pytest.mark.xfail(
-                reason="open: the new pre-flight tokenizer load rejects this test's resized tokenizer "
-                "(built by hand from the demo's); to be fixed with a tokenizer that transformers loads",
-                strict=False,
-            ),
-        ),
+        ("resized", "union", None),
     ],
 )
 def test_preflight_of_a_local_checkpoint(demo_run, tmp_path, kind, policy, expected):

@@ -6,6 +6,7 @@ alone: no model is downloaded or read.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from wildmerge.leftovers import marked_incomplete
 from wildmerge.provenance import cache_dir, stable_hash
 from wildmerge.subsets import Subset, draw_subsets, merge_id
 
@@ -290,11 +292,19 @@ class Study:
             pairs += [(b, "base") for b in bases] + self.ablation_merge_ids(name)
         return list(dict.fromkeys(pairs))
 
+    @functools.cached_property
+    def incomplete(self) -> set[str]:
+        """Files Snakemake marks incomplete in the working directory (left by killed jobs)."""
+        return marked_incomplete()
+
     def pending_benchmarks(self, base: str, model: str) -> tuple[str, ...]:
         """Benchmarks (in name order) whose score file of this model is missing or was
         computed with other score-relevant settings; () when every score is current."""
         out = []
         for name in sorted(self.benchmark_names):
+            if self.score_file(base, model, name) in self.incomplete:
+                out.append(name)  # written by a job that was killed: Snakemake would refuse it
+                continue
             try:
                 with open(self.score_file(base, model, name)) as f:
                     current = json.load(f).get("score_key") == self.score_key(base, model, name)
