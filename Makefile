@@ -1,6 +1,7 @@
 # make run   : set up .venv and run the demo study (config.yaml), fully offline
-# make test  : set up .venv and run the test suite (what CI runs)
+# make test  : set up .venv, lint, and run the test suite (what CI runs)
 # make test-quick : unit tests only (no workflow runs), for day-to-day work
+# make lint  : ruff, snakefmt --check and snakemake --lint (settings in pyproject.toml)
 VENV ?= .venv
 PYTHON ?= python3
 CORES ?= 2
@@ -24,13 +25,15 @@ $(VENV)/.installed: requirements.txt envs/constraints.txt pyproject.toml
 run: setup
 	$(VENV)/bin/snakemake --cores $(CORES) $(ARGS)
 
-test: setup
+test: lint
 	$(VENV)/bin/pytest -v
 
 test-quick: setup
 	$(VENV)/bin/pytest -q -m "not slow"
 
 lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/snakefmt --check Snakefile rules/
 	$(VENV)/bin/snakemake --lint
 
 clean:

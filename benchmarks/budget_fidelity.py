@@ -37,12 +37,12 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from wildmerge.aggregate import read_scores  # noqa: E402
+from wildmerge.scores import read_scores  # noqa: E402
 from wildmerge.budget import sample_ids  # noqa: E402
 from wildmerge.demo.skills import SKILLS, eval_examples, eval_item  # noqa: E402
 from wildmerge.demo.tasks import task_config  # noqa: E402
 from wildmerge.items import read_items  # noqa: E402
-from wildmerge.paired import paired_tables  # noqa: E402
+from wildmerge.item_tables import paired_tables  # noqa: E402
 
 N_ITEMS = 1000
 SEED = 1234

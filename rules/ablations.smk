@@ -2,7 +2,7 @@
 # merge/evaluate rules; here each sweep becomes a CSV and two figures.
 
 
-rule ablation:
+rule ablations:
     input:
         scores=ablation_score_files,
         manifests=ablation_manifests,
@@ -19,7 +19,7 @@ rule ablation:
             category="Ablations",
         ),
     log:
-        results("logs/ablation/{ablation}.log"),
+        results("logs/ablations/{ablation}.log"),
     params:
         points=lambda wc: [dataclasses.asdict(p) for p in STUDY.ablations[wc.ablation]],
         grid=lambda wc: list(config["ablations"][wc.ablation]["grid"]),
@@ -29,4 +29,4 @@ rule ablation:
     conda:
         "../envs/wildmerge.yaml"
     script:
-        "../scripts/ablation.py"
+        "../scripts/ablations.py"

@@ -16,7 +16,6 @@ export_pythonpath(workflow.basedir)
 from wildmerge.configcheck import ConfigFileError, check_config_files, check_schema, check_sources  # noqa: E402
 from wildmerge.study import ConfigError, Study, canonical, check_study  # noqa: E402
 
-
 CONFIG_FILES = [str(p) for p in (workflow.overwrite_configfiles or [f"{workflow.basedir}/config.yaml"])]
 try:  # short errors naming the file and key (snakemake's validate dumps the whole schema)
     check_config_files(CONFIG_FILES)
@@ -33,13 +32,12 @@ try:
 except (ConfigError, ConfigFileError, ValueError) as err:
     raise WorkflowError(f"invalid config: {err}") from None
 
-R = STUDY.results
 # name order: reordering evaluation.benchmarks plans no job
 BENCHMARKS = sorted(STUDY.benchmark_names)
-MERGE_CFG = config.get("merge", {})
+MERGE_CFG = config["merge"]
 EVAL_CFG = config["evaluation"]
-DEMO_CFG = config.get("demo", {})
-KEEP_MODELS = bool(MERGE_CFG.get("keep_models", False))
+DEMO_CFG = config["demo"]
+KEEP_MODELS = bool(MERGE_CFG["keep_models"])
 # vs-base tables (paper Tables 1 and 3) -> methods; table2 (vs best expert) has every method
 TABLE_GROUPS = config.get("tables") or {"table1": list(STUDY.methods)}
 TABLE_NAMES = sorted(set(TABLE_GROUPS) | {"table2"})
@@ -57,8 +55,17 @@ wildcard_constraints:
 
 
 def results(path):
-    """A path inside this study's results directory (config key `results`)."""
-    return f"{R}/{path}"
+    """A path inside this study's results directory (config key `results`): the one way
+    rules build result paths (Study.result, which also names the score files)."""
+    return STUDY.result(path)
+
+
+TABLE_FILES = expand(results("tables/{table}.{ext}"), table=TABLE_NAMES + ["paired"], ext=["md", "csv"])
+FIGURE_FILES = {
+    "accuracy": results("figures/accuracy_vs_n.png"),
+    "taskwise": expand(results("figures/taskwise_{base}.png"), base=list(STUDY.bases)),
+    "norm": results("figures/norm_vs_n.png"),
+}
 
 
 def merged_model_dir(path):
@@ -69,7 +76,7 @@ def merged_model_dir(path):
 def rule_resources(rule_name, **defaults):
     """Cluster resources for a rule: defaults overridden by config['resources'][rule]."""
     res = dict(defaults)
-    res.update(config.get("resources", {}).get(rule_name, {}))
+    res.update(config["resources"].get(rule_name, {}))
     return res
 
 
@@ -82,11 +89,11 @@ def eval_settings():
 
 def include_path():
     """Directory of extra lm-eval task YAMLs, or None."""
-    path = EVAL_CFG.get("include_path")
+    path = EVAL_CFG["include_path"]
     return "resources/demo/tasks" if path == "demo" else path
 
 
-def checkpoint_info_inputs(wildcards):
+def preflight_inputs(wildcards):
     return {
         "model": STUDY.model_dir(wildcards.base, wildcards.checkpoint),
         "base": STUDY.bases[wildcards.base].model.path,
@@ -99,8 +106,8 @@ def merge_inputs(wildcards):
     return {
         "base": b.model.path,
         "experts": [STUDY.checkpoint(wildcards.base, f"expert-{e}").path for e in m.subset.members],
-        "info": [f"{R}/checkpoints/{wildcards.base}/base.json"]
-        + [f"{R}/checkpoints/{wildcards.base}/expert-{e}.json" for e in m.subset.members],
+        "info": [results(f"checkpoints/{wildcards.base}/base.json")]
+        + [results(f"checkpoints/{wildcards.base}/expert-{e}.json") for e in m.subset.members],
     }
 
 
@@ -121,10 +128,10 @@ def merge_params(wildcards):
 def eval_inputs(wildcards):
     inputs = {"model": STUDY.model_dir(wildcards.base, wildcards.model)}
     if wildcards.model.startswith("m-"):
-        inputs["info"] = f"{R}/manifests/{wildcards.base}/{wildcards.model}.json"
+        inputs["info"] = results(f"manifests/{wildcards.base}/{wildcards.model}.json")
     else:
-        inputs["info"] = f"{R}/checkpoints/{wildcards.base}/{wildcards.model}.json"
-    if EVAL_CFG.get("include_path") == "demo":
+        inputs["info"] = results(f"checkpoints/{wildcards.base}/{wildcards.model}.json")
+    if EVAL_CFG["include_path"] == "demo":
         inputs["tasks"] = "resources/demo/tasks"
     else:  # hub benchmark datasets, fetched once (rules/fetch.smk); the demo's are generated
         inputs["data"] = [f"resources/data/{b}.json" for b in BENCHMARKS]
@@ -178,20 +185,16 @@ def eval_job_params(names, wildcards):
 
 
 def ablation_manifests(wildcards):
-    return [f"{R}/manifests/{b}/{m}.json" for b, m in STUDY.ablation_merge_ids(wildcards.ablation)]
+    return [results(f"manifests/{b}/{m}.json") for b, m in STUDY.ablation_merge_ids(wildcards.ablation)]
 
 
 def final_outputs():
-    out = [
-        f"{R}/scores.csv",
-        f"{R}/figures/accuracy_vs_n.png",
-        f"{R}/figures/norm_vs_n.png",
-    ]
-    out += [f"{R}/figures/{f}_{b}.png" for b in STUDY.bases for f in ("cosine", "layer_signs", "taskwise")]
-    out += [f"{R}/tables/{t}.md" for t in TABLE_NAMES]
-    out += [f"{R}/figures/ablation_{a}_{s}.png" for a in STUDY.ablations for s in ("accuracy", "l2norm")]
+    out = [results("scores.csv"), FIGURE_FILES["accuracy"], FIGURE_FILES["norm"]]
+    out += [results(f"figures/{f}_{b}.png") for b in STUDY.bases for f in ("cosine", "layer_signs", "taskwise")]
+    out += [results(f"tables/{t}.md") for t in TABLE_NAMES]
+    out += [results(f"figures/ablation_{a}_{s}.png") for a in STUDY.ablations for s in ("accuracy", "l2norm")]
     if STUDY.suite_evals:
-        out += [f"{R}/figures/homogeneous.png", f"{R}/tables/homogeneous.csv"]
-    if STUDY.per_item:  # paired per-item tables (rules/aggregate.smk: item_tables)
-        out += [f"{R}/tables/{t}.md" for t in ("items_vs_base", "items_vs_best_expert")]
+        out += [results("figures/homogeneous.png"), results("tables/homogeneous.csv")]
+    if STUDY.per_item:  # paired per-item tables (rules/tables.smk: item_tables)
+        out += [results(f"tables/{t}.md") for t in ("items_vs_base", "items_vs_best_expert")]
     return sorted(set(out))

@@ -10,7 +10,7 @@ rule demo_base:
     benchmark:
         "resources/demo/benchmarks/base.tsv"
     params:
-        seed=DEMO_CFG.get("seed", 0),
+        seed=DEMO_CFG["seed"],
     threads: 1
     conda:
         "../envs/wildmerge.yaml"
@@ -28,7 +28,7 @@ rule demo_expert:
     benchmark:
         "resources/demo/benchmarks/expert_{expert}.tsv"
     params:
-        seed=DEMO_CFG.get("seed", 0),
+        seed=DEMO_CFG["seed"],
     threads: 1
     conda:
         "../envs/wildmerge.yaml"
@@ -42,8 +42,8 @@ rule demo_tasks:
     log:
         "logs/demo/tasks.log",
     params:
-        seed=DEMO_CFG.get("seed", 0),
-        n_eval=DEMO_CFG.get("n_eval", 100),
+        seed=DEMO_CFG["seed"],
+        n_eval=DEMO_CFG["n_eval"],
     threads: 1
     conda:
         "../envs/wildmerge.yaml"

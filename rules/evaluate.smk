@@ -7,11 +7,14 @@
 import functools
 
 from wildmerge.smk import alternatives_regex
-from wildmerge.subsets import stable_hash as _stable_hash
-
+from wildmerge.provenance import stable_hash as _stable_hash
 
 _EVALUATED = set(STUDY.evaluated_models())
-for _names, _pairs in sorted(STUDY.pending_evaluations().items()):
+_PENDING = STUDY.pending_evaluations()
+# rule `evaluate` (every benchmark) exists even when no model needs it, matching nothing:
+# rules/homogeneous.smk derives evaluate_suite from it
+_PENDING.setdefault(tuple(BENCHMARKS), [])
+for _names, _pairs in sorted(_PENDING.items()):
     # the common cases (a new study, an added benchmark, a changed score setting) give every
     # model the same benchmarks: no constraint beyond the global one (a long one slows the DAG)
     _everyone = set(_pairs) == _EVALUATED
@@ -32,12 +35,12 @@ for _names, _pairs in sorted(STUDY.pending_evaluations().items()):
         benchmark:
             results("benchmarks/evaluate/{base}/{model}.tsv")
         wildcard_constraints:
-            base="[^/]+" if _everyone else alternatives_regex(b for b, _ in _pairs),
-            model="[^/]+" if _everyone else alternatives_regex(m for _, m in _pairs),
+            base="[^/]+" if _everyone else alternatives_regex(b for b, _ in _pairs) or "(?!)",
+            model="[^/]+" if _everyone else alternatives_regex(m for _, m in _pairs) or "(?!)",
         params:
+            **eval_settings(),
             spec=functools.partial(eval_job_params, _names),
             benchmarks=[STUDY.benchmark_spec(n) for n in _names],
-            **eval_settings(),
         threads: 1
         # a ready evaluation goes before new merges, so a (temporary) merged model is scored
         # and deleted before more are written: peak disk stays near (parallel jobs) x one model

@@ -33,32 +33,11 @@ rule fetch_hub_model:
         "../scripts/fetch_hub_model.py"
 
 
-rule checkpoint_info:
-    # pre-flight (before any merge or evaluation uses the checkpoint): safetensors only,
-    # custom code only if opted in, same architecture, tensor names/shapes, vocabulary and
-    # tokenizer as the base; plus the content hash (and hub revision) for provenance
-    input:
-        unpack(checkpoint_info_inputs),
-    output:
-        results("checkpoints/{base}/{checkpoint}.json"),
-    log:
-        results("logs/checkpoint_info/{base}/{checkpoint}.log"),
-    params:
-        checkpoint=lambda wc: STUDY.checkpoint(wc.base, wc.checkpoint),
-        tokenizer_source=MERGE_CFG.get("tokenizer_source", "error"),
-    resources:
-        **rule_resources("checkpoint_info"),
-    conda:
-        "../envs/wildmerge.yaml"
-    script:
-        "../scripts/checkpoint_info.py"
-
-
 rule fetch_benchmark_data:
     # a benchmark's hub datasets (lm-eval task YAML: dataset_path/dataset_name), once, at the
     # commit in the lock file; local (generated) tasks have none, so the job only records that
     input:
-        tasks=["resources/demo/tasks"] if EVAL_CFG.get("include_path") == "demo" else [],
+        tasks=["resources/demo/tasks"] if EVAL_CFG["include_path"] == "demo" else [],
     output:
         "resources/data/{benchmark}.json",
     log:

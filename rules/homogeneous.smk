@@ -2,32 +2,19 @@
 # alone and all together (merges come from the merge rule), scored on the groups' suites.
 
 
-rule evaluate_suite:
-    input:
-        unpack(eval_inputs),
+use rule evaluate as evaluate_suite with:
     output:
         scores=directory(results("homogeneous/scores/{base}/{suite}/{model}")),
     log:
         results("logs/evaluate_suite/{base}/{suite}/{model}.log"),
     benchmark:
         results("benchmarks/evaluate_suite/{base}/{suite}/{model}.tsv")
+    wildcard_constraints:
+        base="[^/]+",
+        model="[^/]+",
     params:
         spec=eval_params,
         benchmarks=lambda wc: [{"name": b} for b in STUDY.suites[(wc.base, wc.suite)]],
-        **eval_settings(),
-    threads: 1
-    # a ready evaluation goes before new merges, so a (temporary) merged model is scored and
-    # deleted before more are written: peak disk stays near (parallel jobs) x one model
-    priority: 10
-    resources:
-        **rule_resources("evaluate", gpu=1),
-    retries: 1
-    group:
-        "merge_eval"
-    conda:
-        "../envs/wildmerge.yaml"
-    script:
-        "../scripts/evaluate.py"
 
 
 rule homogeneous:

@@ -14,7 +14,7 @@ rule merge:
     params:
         spec=merge_params,
         # merge.device is execution-only: read by the job from the config, not a param
-        dtype=MERGE_CFG.get("dtype", "float32"),
+        dtype=MERGE_CFG["dtype"],
     threads: 1
     resources:
         **rule_resources("merge", gpu=1),

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from wildmerge.aggregate import read_scores
-from wildmerge.paired import write_paired_tables
+from wildmerge.scores import read_scores
+from wildmerge.item_tables import write_paired_tables
 from wildmerge.smk import setup_logging
 
 smk = snakemake  # noqa: F821

@@ -18,7 +18,7 @@ smk = snakemake  # noqa: F821
 log = setup_logging(smk)
 limit_threads(smk)
 spec = smk.params.spec
-device = (smk.config.get("merge") or {}).get("device", "cpu")  # execution-only: not a param
+device = smk.config["merge"]["device"]  # execution-only: not a param
 out_dir = Path(smk.output.model)
 info = [read_json(p) for p in smk.input.info]
 # pre-flight resolved a vocabulary mismatch of a member: let mergekit reconcile the tokenizers

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from wildmerge.aggregate import write_tables
+from wildmerge.tables import write_tables
 from wildmerge.smk import setup_logging
 
 smk = snakemake  # noqa: F821

@@ -6,16 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from wildmerge.aggregate import (
-    TABLE_COLUMNS,
-    format_cell,
-    model_averages,
-    read_scores,
-    table_vs_base,
-    table_vs_best_expert,
-    to_markdown,
-    write_tables,
-)
+from wildmerge.rendering import format_cell, to_markdown
+from wildmerge.scores import model_averages, read_scores
+from wildmerge.tables import TABLE_COLUMNS, table_vs_base, table_vs_best_expert, write_tables
 
 BENCH = ["bx", "by"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

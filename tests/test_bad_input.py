@@ -122,13 +122,13 @@ def test_nonfinite_checkpoint_stops_preflight_and_is_not_retried(tmp_path):
     config.write_text(yaml.safe_dump(cfg))
     target = "results/demo/checkpoints/tiny/expert-b.json"
     proc = smk(tmp_path, "--cores", "1", "--retries", "2", target, config=config, check=False)
-    log = (tmp_path / "results/demo/logs/checkpoint_info/tiny/expert-b.log").read_text()
+    log = (tmp_path / "results/demo/logs/preflight/tiny/expert-b.log").read_text()
     assert proc.returncode != 0
     assert not (tmp_path / target).exists()
     named = f"expert 'b' ({experts['b']}, config key bases.tiny.experts.b) has non-finite weights in 1 tensor(s): {tensor} (1 NaN, 0 Inf"
     assert named in log
     # Snakemake retried twice; the last attempt failed at once with the recorded message
-    assert (proc.stdout + proc.stderr).count("Error in rule checkpoint_info") == 3
+    assert (proc.stdout + proc.stderr).count("Error in rule preflight") == 3
     assert "not retried: this failure is deterministic" in log
     # a fixed checkpoint (newer than the record) is checked again and passes
     _poison(experts["b"], 0.0)
@@ -243,7 +243,7 @@ def test_missing_tokenizer_stops_preflight_naming_the_checkpoint(tmp_path):
     config.write_text(yaml.safe_dump(cfg))
     target = "results/demo/checkpoints/tiny/expert-a.json"
     proc = smk(tmp_path, "--cores", "1", target, config=config, check=False)
-    log = (tmp_path / "results/demo/logs/checkpoint_info/tiny/expert-a.log").read_text()
+    log = (tmp_path / "results/demo/logs/preflight/tiny/expert-a.log").read_text()
     assert proc.returncode != 0
     assert f"expert 'a' ({experts['a']}): its tokenizer cannot be loaded, so its evaluation would fail" in log
     assert not (tmp_path / target).exists()

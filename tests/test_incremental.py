@@ -4,7 +4,6 @@ asserted from Snakemake's own dry-run job list and from the score files on disk.
 from __future__ import annotations
 
 import copy
-import os
 import shutil
 from pathlib import Path
 
@@ -69,7 +68,7 @@ def test_execution_only_settings_and_no_op_edits_plan_no_job(small_study, name, 
 
 
 def test_thread_counts_plan_no_job(small_study):
-    threads = ["--set-threads", "merge=2", "evaluate=2", "checkpoint_info=2"]
+    threads = ["--set-threads", "merge=2", "evaluate=2", "preflight=2"]
     assert dry_run_jobs(small_study, *threads, config=write_config(small_study / "same.yaml", SMALL)) == {}
 
 

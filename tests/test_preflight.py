@@ -12,6 +12,7 @@ import tokenizers
 import torch
 import transformers
 
+from wildmerge import checkpoint_files
 from wildmerge import preflight as pf
 from wildmerge.preflight import PreflightError, check_checkpoint, preflight
 from wildmerge.provenance import atomic_write_json
@@ -86,7 +87,7 @@ def clone(tmp_path, base_template):
 @pytest.fixture(autouse=True)
 def headers_only(monkeypatch):
     """Fail any test in which preflight loads tensor data or unpickles anything."""
-    real_safe_open = pf.safe_open
+    real_safe_open = checkpoint_files.safe_open
 
     class SliceGuard:
         def __init__(self, sl):
@@ -130,7 +131,7 @@ def headers_only(monkeypatch):
     def no_unpickling(*a, **k):
         raise AssertionError("preflight called torch.load")
 
-    monkeypatch.setattr(pf, "safe_open", SafeOpenGuard)
+    monkeypatch.setattr(checkpoint_files, "safe_open", SafeOpenGuard)
     monkeypatch.setattr(torch, "load", no_unpickling)
 
 
@@ -138,7 +139,7 @@ def headers_only(monkeypatch):
 
 
 def test_header_guard_is_active(base):
-    with pf.safe_open(str(base / "model.safetensors"), framework="pt") as f:
+    with checkpoint_files.safe_open(str(base / "model.safetensors"), framework="pt") as f:
         name = next(iter(f.keys()))
         assert f.get_slice(name).get_shape()
         with pytest.raises(AssertionError):

@@ -124,7 +124,7 @@ def test_preflight_of_a_local_checkpoint(demo_run, tmp_path, kind, policy, expec
     config.write_text(yaml.safe_dump(cfg))
     target = "results/demo/checkpoints/tiny-llama/expert-odd.json"
     proc = smk(tmp_path, "--cores", "1", target, config=config, check=False)
-    log = (tmp_path / "results/demo/logs/checkpoint_info/tiny-llama/expert-odd.log").read_text()
+    log = (tmp_path / "results/demo/logs/preflight/tiny-llama/expert-odd.log").read_text()
     if expected is None:
         assert proc.returncode == 0, log
         rec = yaml.safe_load((tmp_path / target).read_text())

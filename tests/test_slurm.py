@@ -15,7 +15,7 @@ from workflow_helpers import OFFLINE, REPO, SNAKEMAKE
 
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 GPU_RULES = {"merge", "evaluate"}  # and their group jobs, "merge_eval_*"
-CPU_RULES = {"demo_base", "demo_expert", "demo_tasks", "checkpoint_info", "expert_cosine"}
+CPU_RULES = {"demo_base", "demo_expert", "demo_tasks", "preflight", "geometry"}
 
 
 @pytest.fixture(scope="module")

@@ -6,23 +6,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from wildmerge.aggregate import (
+from wildmerge.rendering import format_ci_cell, paired_to_markdown, to_markdown
+from wildmerge.statistics import (
     DEFAULT_N_BOOT,
     DEFAULT_SEED,
-    PAIRED_COLUMNS,
-    TABLE_COLUMNS,
+    WILCOXON_EXACT_MAX,
     bootstrap_indices,
-    format_ci_cell,
-    paired_to_markdown,
     percentile_ci,
     sign_test_p,
-    table_paired,
-    table_vs_base,
-    table_vs_best_expert,
-    to_markdown,
     wilcoxon_signed_rank_p,
-    write_tables,
 )
+from wildmerge.tables import PAIRED_COLUMNS, TABLE_COLUMNS, table_paired, table_vs_base, table_vs_best_expert, write_tables
 
 CI_COLUMNS = ["pct_better_lo", "pct_better_hi", "mean_gain_lo", "mean_gain_hi"]
 
@@ -86,6 +80,42 @@ def test_wilcoxon_hand_values():
     assert wilcoxon_signed_rank_p([1.0, 2.0, -3.0]) == 1.0
     assert wilcoxon_signed_rank_p([0.0, 0.0]) == 1.0
     assert math.isnan(wilcoxon_signed_rank_p([]))
+
+
+# p-values of the hand-written tests these replaced (exact DP over doubled ranks, exact
+# binomial tail; wildmerge/aggregate.py at d63cfbe), on data with ties and zeros
+HAND_WRITTEN_WILCOXON = [
+    ([0.0, 1.5, -1.5, 1.5, 2.0, 0.0, -0.5, 3.0, 1.5, -2.0], 0.375),
+    ([1.0, 1.0, 1.0, 1.0, -1.0], 0.375),
+    ([0.0, 0.0, 0.25, 0.25, -0.25, 0.75, 1e-12], 0.5),
+    ([0.1 + 0.2, 0.3, -0.3, 0.30000000001, 0.6, -0.6, 0.9, 1.2, 0.0, -1e-10], 0.2109375),
+    ([0.5, -0.25, 0.5, 1.0, 0.75, -0.5, 0.5, 0.25, 0.0, 1.25, -0.25, 0.5, 1.0, 0.75, 0.5], 0.00634765625),
+]
+HAND_WRITTEN_SIGN = [
+    ((8, 0), 0.0078125), ((7, 1), 0.0703125), ((10, 2), 0.03857421875), ((3, 3), 1.0), ((1, 0), 1.0),
+    ((0, 0), 1.0), ((9, 4), 0.266845703125), ((0, 15), 6.103515625e-05), ((12, 3), 0.03515625),
+]
+
+
+@pytest.mark.parametrize("diffs, p", HAND_WRITTEN_WILCOXON)
+def test_wilcoxon_matches_hand_written_with_ties_and_zeros(diffs, p):
+    assert wilcoxon_signed_rank_p(diffs) == pytest.approx(p, rel=1e-12)
+
+
+@pytest.mark.parametrize("counts, p", HAND_WRITTEN_SIGN)
+def test_sign_test_matches_hand_written(counts, p):
+    assert sign_test_p(*counts) == pytest.approx(p, rel=1e-12)
+
+
+def test_wilcoxon_many_ties_beyond_exact_limit_is_seeded_and_close():
+    # 21 non-zero differences with ties: 100,000 seeded random sign patterns (the exact
+    # permutation p of the hand-written test was 0.0011043548583984375)
+    d = [0.5, -0.25, 0.5, 1.0, 0.75, -0.5, 0.5, 0.25, 0.0, 1.25, -0.25, 0.5, 1.0, 0.75, 0.5, 0.3, -0.3, 0.6,
+         0.9, -0.1, 0.2, 0.4]
+    assert len(d) - 1 > WILCOXON_EXACT_MAX
+    p = wilcoxon_signed_rank_p(d)
+    assert p == wilcoxon_signed_rank_p(d)
+    assert p == pytest.approx(0.0011043548583984375, abs=5e-4)
 
 
 def test_wilcoxon_matches_scipy_exact_without_ties():

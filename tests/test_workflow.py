@@ -80,7 +80,7 @@ def test_configfile_replaces_the_default_config(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     counts = {p[0]: int(p[1]) for p in map(str.split, proc.stdout.splitlines()) if len(p) == 2 and p[1].isdigit()}
-    assert counts["expert_cosine"] == 1 and counts["checkpoint_info"] == 9  # 'other' only, no 'tiny-llama'
+    assert counts["geometry"] == 1 and counts["preflight"] == 9  # 'other' only, no 'tiny-llama'
 
 
 def test_paper_config_dry_run_offline(tmp_path):
@@ -91,7 +91,7 @@ def test_paper_config_dry_run_offline(tmp_path):
     sweeps = 4 * (16 + 30 + 8 - 3)
     assert counts["merge"] == 4 * (5 * 15 + 1) * 7 + sweeps
     assert counts["evaluate"] == 4 * (1 + 12 + (5 * 15 + 1) * 7) + sweeps
-    assert counts["ablation"] == 3
+    assert counts["ablations"] == 3
 
 
 def test_demo_outputs(demo_run):
@@ -176,10 +176,10 @@ def test_adding_a_checkpoint_reruns_only_what_includes_it(demo_run, tmp_path):
 
     jobs = dry_run_job_wildcards(demo_run, config=write_config(tmp_path / "grown.yaml", cfg))
     assert jobs.pop("demo_expert") == {"expert=copy_count"}
-    assert jobs.pop("checkpoint_info") == {"base=tiny-llama, checkpoint=expert-copy_count"}
+    assert jobs.pop("preflight") == {"base=tiny-llama, checkpoint=expert-copy_count"}
     assert jobs.pop("merge") == {f"base=tiny-llama, merge={m}" for m in new}
     assert jobs.pop("evaluate") == {f"base=tiny-llama, model={m}" for m in new | {"expert-copy_count"}}
-    assert jobs.pop("expert_cosine") == {"base=tiny-llama"}  # the pool's cosine matrix
+    assert jobs.pop("geometry") == {"base=tiny-llama"}  # the pool's cosine matrix
     assert set(jobs) == {"collect_scores", "tables", "item_tables", "figures", "all"}
 
 
@@ -228,7 +228,7 @@ def test_ablation_sweeps_on_the_demo(demo_run, tmp_path):
     assert shared and shared <= set(study.bases["tiny-llama"].merges)  # e.g. TA lambda=1 normalized
     jobs = dry_run_jobs(work, config=configs)
     assert jobs["merge"] == len(new) == 6 + 4 + 3 - len(shared)
-    assert jobs["ablation"] == 3
+    assert jobs["ablations"] == 3
 
     smk(work, "--cores", "2", config=configs)
     res = work / "results" / "demo"

@@ -165,8 +165,16 @@ def use_fetched_data(record_files: list[str]) -> list[dict[str, Any]]:
     """
     import os
 
+    import sys
+
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["HF_DATASETS_OFFLINE"] = "1"
+    # forked from the warm worker (wildmerge.warm), the libraries have read these already
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].constants.HF_HUB_OFFLINE = True
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].config.HF_DATASETS_OFFLINE = True
+        sys.modules["datasets"].config.HF_HUB_OFFLINE = True
     records = [json.loads(Path(f).read_text()) for f in record_files]
     for rec in records:
         for d in rec["datasets"]:

@@ -3,7 +3,7 @@
 A merge of checkpoints that do not line up fails late (hours into a study) or,
 worse, silently produces garbage: a fine-tune whose tokenizer numbers tokens
 differently has embedding rows that mean other tokens, so its task vector is noise.
-``preflight()`` compares every expert against its base using only cheap, safe
+Every expert is compared with its base using only cheap, safe
 reads -- ``config.json``, safetensors *headers* (tensor names, shapes, dtypes; no
 tensor data is ever loaded) and the tokenizer files -- and either returns a
 JSON-able report or raises :class:`PreflightError` naming the checkpoint, the
@@ -30,21 +30,29 @@ vocabulary differences; ``"base"`` / ``"union"`` accept them and record
 ``{"tokenizer_source": policy}`` as the resolution, which the merge step passes on
 to mergekit's ``tokenizer_source`` (embeddings are then re-indexed per model).
 
-The module has no CLI: the workflow calls ``preflight(...)`` and writes the report
-with :func:`wildmerge.provenance.atomic_write_json`.
+Reading the files is :mod:`wildmerge.checkpoint_files`; here they are compared
+(:func:`_config_checks`, :func:`_tensor_checks`, :func:`_compare_tokenizers`). API:
+:func:`check_checkpoint` (one checkpoint against its base: what the workflow's ``preflight``
+job, ``scripts/preflight.py``, calls for every checkpoint) and :func:`preflight` (a base and
+all its experts at once, every problem in one error: for scripts and notebooks; the tests
+use it). The module has no CLI.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError, safe_open
+from wildmerge.checkpoint_files import (
+    SHOW,
+    CheckpointFiles,
+    Issue,
+    first_items,
+    read_checkpoint,
+    tokenizer_fingerprint,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -59,16 +67,11 @@ __all__ = [
 #: Values of ``tokenizer_policy`` (``merge.tokenizer_source`` in the config).
 TOKENIZER_POLICIES = ("error", "base", "union")
 
-SAFETENSORS_FILE = "model.safetensors"
-SAFETENSORS_INDEX = "model.safetensors.index.json"
-PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt")
 #: Tensors indexed by token id under their usual names (Llama/Mistral/Qwen, GPT-2, NeoX).
 VOCAB_TENSORS = frozenset(
     {"model.embed_tokens.weight", "lm_head.weight", "transformer.wte.weight", "embed_out.weight"}
 )
 _VOCAB_NAME_PARTS = ("embed", "lm_head")
-#: How many names/tokens an error message lists before "...".
-SHOW = 5
 
 TOKENIZER_FIX = (
     "set `merge.tokenizer_source` in the config (mergekit's tokenizer_source) to `base` "
@@ -91,428 +94,6 @@ class PreflightError(ValueError):
         self.issues: list[dict[str, Any]] = list(issues or [])
 
 
-@dataclass(frozen=True)
-class _Issue:
-    kind: str
-    message: str
-    fix: str | None = None
-    key: str | None = None  # tensor name or config key
-    base: Any = None  # the base's value
-    value: Any = None  # the checkpoint's value
-    tokenizer: bool = False  # resolvable with tokenizer_policy "base" / "union"
-
-    def as_dict(self, resolved: bool = False) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": self.kind, "message": self.message}
-        for k in ("key", "base", "value", "fix"):
-            v = getattr(self, k)
-            if v is not None:
-                out[k] = v
-        if self.tokenizer:
-            out["resolvable_by"] = "merge.tokenizer_source"
-        if resolved:
-            out["resolved"] = True
-        return out
-
-
-@dataclass
-class _Tokenizer:
-    source: str  # file the mapping / fingerprint was read from
-    files: list[str]
-    fingerprint: str
-    vocab: dict[str, int] | None  # token -> id, None when only a byte hash was possible
-
-    def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "source": self.source,
-            "files": self.files,
-            "fingerprint": self.fingerprint,
-        }
-        if self.vocab is not None:
-            out["n_tokens"] = len(self.vocab)
-            out["max_id"] = max(self.vocab.values(), default=-1)
-        return out
-
-
-@dataclass
-class _Checkpoint:
-    """What was read of one checkpoint directory, plus its own (base-independent) issues."""
-
-    name: str
-    path: Path
-    role: str  # "base" or "expert"
-    trust_remote_code: bool = False
-    config: dict[str, Any] = field(default_factory=dict)
-    weights: dict[str, Any] = field(default_factory=dict)
-    tensors: dict[str, tuple[list[int], str]] = field(default_factory=dict)
-    tokenizer: _Tokenizer | None = None
-    custom_code: dict[str, Any] = field(default_factory=dict)
-    issues: list[_Issue] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def label(self) -> str:
-        return f"{self.role} '{self.name}' ({self.path})"
-
-    @property
-    def readable(self) -> bool:
-        """Config and tensor headers were read (comparisons make sense)."""
-        return bool(self.config) and bool(self.tensors)
-
-    def cfg(self, key: str) -> Any:
-        """A config value, falling back to a nested ``text_config`` (multimodal configs)."""
-        if key in self.config:
-            return self.config[key]
-        text = self.config.get("text_config")
-        if isinstance(text, Mapping):
-            return text.get(key)
-        return None
-
-    @property
-    def vocab_size(self) -> int | None:
-        v = self.cfg("vocab_size")
-        return int(v) if isinstance(v, int) else None
-
-    def summary(self) -> dict[str, Any]:
-        dtypes: dict[str, int] = {}
-        n_params = 0
-        for shape, dtype in self.tensors.values():
-            dtypes[dtype] = dtypes.get(dtype, 0) + 1
-            n = 1
-            for d in shape:
-                n *= d
-            n_params += n
-        return {
-            "name": self.name,
-            "path": str(self.path),
-            "role": self.role,
-            "architectures": self.cfg("architectures"),
-            "model_type": self.config.get("model_type"),
-            "vocab_size": self.vocab_size,
-            "tie_word_embeddings": self.cfg("tie_word_embeddings"),
-            "custom_code": self.custom_code or None,
-            "trust_remote_code": self.trust_remote_code,
-            "weights": self.weights,
-            "n_tensors": len(self.tensors),
-            "n_parameters": n_params,
-            "dtypes": dtypes,
-            "tokenizer": self.tokenizer.summary() if self.tokenizer else None,
-        }
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def _first(items: Iterable[Any], n: int = SHOW) -> str:
-    items = list(items)
-    shown = ", ".join(repr(x) for x in items[:n])
-    return shown + (f", ... ({len(items)} in all)" if len(items) > n else "")
-
-
-def _read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def _pickle_files(d: Path) -> list[str]:
-    found: set[str] = set()
-    for pat in PICKLE_PATTERNS:
-        found.update(p.name for p in d.glob(pat) if p.is_file())
-    return sorted(found)
-
-
-def _read_config(ck: _Checkpoint) -> None:
-    path = ck.path / "config.json"
-    if not path.is_file():
-        if (ck.path / "adapter_config.json").is_file():
-            ck.issues.append(_Issue(
-                "adapter",
-                f"{ck.label} is a PEFT/LoRA adapter (adapter_config.json, no config.json), "
-                f"not a full checkpoint",
-                fix="merge the adapter into its base first (peft: "
-                "`PeftModel.from_pretrained(base, dir).merge_and_unload().save_pretrained(out, "
-                "safe_serialization=True)`) and point the config's source at the result",
-                key="config.json",
-            ))
-        else:
-            ck.issues.append(_Issue(
-                "no_config",
-                f"{ck.label} has no config.json",
-                fix="point the config's source at a Hugging Face model directory "
-                "(config.json + model.safetensors + tokenizer files)",
-                key="config.json",
-            ))
-        return
-    try:
-        cfg = _read_json(path)
-    except (OSError, ValueError) as err:
-        ck.issues.append(_Issue(
-            "bad_config", f"{ck.label}: config.json is not readable JSON ({err})",
-            fix="re-download or re-save the checkpoint", key="config.json",
-        ))
-        return
-    if not isinstance(cfg, dict):
-        ck.issues.append(_Issue(
-            "bad_config", f"{ck.label}: config.json is not a JSON object",
-            fix="re-download or re-save the checkpoint", key="config.json",
-        ))
-        return
-    ck.config = cfg
-
-
-def _read_custom_code(ck: _Checkpoint, check_trust: bool) -> None:
-    found: dict[str, Any] = {}
-    if isinstance(ck.config.get("auto_map"), Mapping):
-        found["config.json"] = dict(ck.config["auto_map"])
-    tok_cfg = ck.path / "tokenizer_config.json"
-    if tok_cfg.is_file():
-        try:
-            tc = _read_json(tok_cfg)
-        except (OSError, ValueError):
-            tc = None
-        if isinstance(tc, Mapping) and tc.get("auto_map"):
-            found["tokenizer_config.json"] = tc["auto_map"]
-    ck.custom_code = found
-    if not found:
-        return
-    where = " and ".join(f"{f} auto_map {found[f]!r}" for f in found)
-    if ck.trust_remote_code:
-        ck.warnings.append(f"custom code ({where}) will be executed: trust_remote_code is true")
-    elif check_trust:
-        ck.issues.append(_Issue(
-            "remote_code",
-            f"{ck.label} ships custom code ({where}); loading it executes that code, "
-            f"but trust_remote_code is false for this checkpoint",
-            fix=f"if you trust this checkpoint, set trust_remote_code: true for it in the config "
-            f"(`{ck.name}: {{source: ..., trust_remote_code: true}}` under "
-            f"`bases.<base>.{'model' if ck.role == 'base' else 'experts'}`); otherwise remove it",
-            key="trust_remote_code",
-            value=False,
-        ))
-
-
-def _header(path: Path) -> dict[str, tuple[list[int], str]]:
-    """Tensor names -> (shape, dtype) from a safetensors header; no tensor data is read."""
-    out: dict[str, tuple[list[int], str]] = {}
-    with safe_open(str(path), framework="pt") as f:
-        for name in f.keys():  # noqa: SIM118 (safe_open is not iterable)
-            sl = f.get_slice(name)
-            out[name] = ([int(d) for d in sl.get_shape()], str(sl.get_dtype()))
-    return out
-
-
-def _read_weights(ck: _Checkpoint) -> None:
-    d = ck.path
-    index = d / SAFETENSORS_INDEX
-    single = d / SAFETENSORS_FILE
-    st_files = sorted(p.name for p in d.glob("*.safetensors") if p.is_file())
-    pickles = _pickle_files(d)
-    convert = (
-        "convert it once, in a trusted environment (e.g. a sandbox), with "
-        "`AutoModelForCausalLM.from_pretrained(dir, torch_dtype='auto')"
-        ".save_pretrained(out_dir, safe_serialization=True)` (and the tokenizer's "
-        "save_pretrained), then point the config's source at out_dir"
-    )
-    if not index.is_file() and not single.is_file():
-        if pickles:
-            ck.issues.append(_Issue(
-                "pickle_weights",
-                f"{ck.label} has only pickle weights ({_first(pickles)}): pickle checkpoints "
-                f"are refused because loading them can execute arbitrary code",
-                fix=convert,
-                key="weights",
-                value=pickles,
-            ))
-        elif st_files:
-            adapter = (d / "adapter_config.json").is_file()
-            ck.issues.append(_Issue(
-                "adapter" if adapter else "no_weights",
-                f"{ck.label} has safetensors files {_first(st_files)} but neither "
-                f"{SAFETENSORS_FILE} nor {SAFETENSORS_INDEX}"
-                + (" (it looks like a PEFT/LoRA adapter)" if adapter else ""),
-                fix="merge adapters into their base first; otherwise rename/re-save the weights "
-                f"as {SAFETENSORS_FILE} (or shards listed in {SAFETENSORS_INDEX})",
-                key="weights",
-                value=st_files,
-            ))
-        else:
-            ck.issues.append(_Issue(
-                "no_weights",
-                f"{ck.label} has no model weights ({SAFETENSORS_FILE} or {SAFETENSORS_INDEX})",
-                fix="check the checkpoint's source in the config (a download may have failed "
-                "or the directory is incomplete)",
-                key="weights",
-            ))
-        return
-    if pickles:
-        ck.warnings.append(f"pickle files ignored (never loaded): {_first(pickles)}")
-    try:
-        if index.is_file():
-            weight_map = _read_json(index).get("weight_map")
-            if not isinstance(weight_map, Mapping) or not weight_map:
-                raise ValueError(f"{SAFETENSORS_INDEX} has no weight_map")
-            shards = sorted(set(weight_map.values()))
-            missing = [s for s in shards if not (d / s).is_file()]
-            if missing:
-                ck.issues.append(_Issue(
-                    "missing_shard",
-                    f"{ck.label}: {SAFETENSORS_INDEX} lists shards that are missing: "
-                    f"{_first(missing)}",
-                    fix="re-download the checkpoint (the download is incomplete)",
-                    key=SAFETENSORS_INDEX,
-                    value=missing,
-                ))
-                return
-            headers: dict[str, tuple[list[int], str]] = {}
-            for s in shards:
-                headers.update({k: v for k, v in _header(d / s).items()})
-            absent = [k for k, s in weight_map.items() if k not in headers]
-            if absent:
-                ck.issues.append(_Issue(
-                    "bad_index",
-                    f"{ck.label}: {SAFETENSORS_INDEX} lists tensors its shards do not contain: "
-                    f"{_first(sorted(absent))}",
-                    fix="re-download or re-save the checkpoint",
-                    key=SAFETENSORS_INDEX,
-                ))
-                return
-            ck.tensors = {k: headers[k] for k in weight_map}
-            ck.weights = {"format": "safetensors", "layout": "sharded", "files": shards}
-        else:
-            ck.tensors = _header(single)
-            ck.weights = {"format": "safetensors", "layout": "single", "files": [SAFETENSORS_FILE]}
-    except (SafetensorError, OSError, ValueError, TypeError, AttributeError) as err:
-        ck.issues.append(_Issue(
-            "bad_weights",
-            f"{ck.label}: safetensors weights are unreadable ({type(err).__name__}: {err})",
-            fix="re-download or re-save the checkpoint",
-            key="weights",
-        ))
-        return
-    if not ck.tensors:
-        ck.issues.append(_Issue(
-            "no_weights", f"{ck.label}: the safetensors weights contain no tensors",
-            fix="re-download or re-save the checkpoint", key="weights",
-        ))
-
-
-def _vocab_fingerprint(vocab: Mapping[str, int]) -> str:
-    blob = json.dumps(sorted(vocab.items(), key=lambda kv: (kv[1], kv[0])), ensure_ascii=False)
-    return "sha256:" + hashlib.sha256(blob.encode("utf-8")).hexdigest()
-
-
-def _added_tokens(d: Path) -> dict[str, int]:
-    """Added tokens recorded next to a slow tokenizer (added_tokens.json, tokenizer_config.json)."""
-    out: dict[str, int] = {}
-    f = d / "added_tokens.json"
-    if f.is_file():
-        data = _read_json(f)
-        if isinstance(data, Mapping):
-            out.update({str(k): int(v) for k, v in data.items()})
-    f = d / "tokenizer_config.json"
-    if f.is_file():
-        data = _read_json(f)
-        dec = data.get("added_tokens_decoder") if isinstance(data, Mapping) else None
-        if isinstance(dec, Mapping):
-            for i, info in dec.items():
-                if isinstance(info, Mapping) and "content" in info:
-                    out[str(info["content"])] = int(i)
-    return out
-
-
-def _sentencepiece_vocab(path: Path) -> dict[str, int] | None:
-    try:
-        import sentencepiece as spm  # protobuf parsing only: no code is executed
-    except ImportError:
-        return None
-    try:
-        sp = spm.SentencePieceProcessor(model_file=str(path))
-        return {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}
-    except (RuntimeError, OSError, ValueError):  # not a sentencepiece model (e.g. tiktoken)
-        return None
-
-
-def _read_tokenizer(d: Path) -> _Tokenizer | None:
-    files = sorted(
-        p.name for p in d.iterdir()
-        if p.is_file() and (p.name.startswith("tokenizer") or p.name in (
-            "vocab.json", "merges.txt", "added_tokens.json", "special_tokens_map.json"))
-    )
-    tj = d / "tokenizer.json"
-    if tj.is_file():
-        data = _read_json(tj)
-        model = data.get("model") or {}
-        raw = model.get("vocab")
-        vocab: dict[str, int] = {}
-        if isinstance(raw, Mapping):  # BPE, WordLevel, WordPiece
-            vocab = {str(k): int(v) for k, v in raw.items()}
-        elif isinstance(raw, list):  # Unigram: [[piece, score], ...], id = position
-            vocab = {str(e[0]): i for i, e in enumerate(raw)}
-        for t in data.get("added_tokens") or []:
-            vocab[str(t["content"])] = int(t["id"])
-        return _Tokenizer("tokenizer.json", files, _vocab_fingerprint(vocab), vocab)
-    sp_file = d / "tokenizer.model"
-    if sp_file.is_file():
-        sp_vocab = _sentencepiece_vocab(sp_file)
-        if sp_vocab is not None:
-            sp_vocab.update(_added_tokens(d))
-            return _Tokenizer("tokenizer.model", files, _vocab_fingerprint(sp_vocab), sp_vocab)
-        digest = hashlib.sha256(sp_file.read_bytes()).hexdigest()
-        return _Tokenizer("tokenizer.model", files, "sha256-bytes:" + digest, None)
-    vj = d / "vocab.json"
-    if vj.is_file():
-        raw = _read_json(vj)
-        if isinstance(raw, Mapping):
-            vocab = {str(k): int(v) for k, v in raw.items()}
-            vocab.update(_added_tokens(d))
-            return _Tokenizer("vocab.json", files, _vocab_fingerprint(vocab), vocab)
-    return None
-
-
-def _inspect(
-    ckpt_dir: str | Path,
-    *,
-    name: str,
-    role: str = "expert",
-    trust_remote_code: bool = False,
-    check_trust: bool = True,
-) -> _Checkpoint:
-    """Read one checkpoint's config, safetensors headers and tokenizer (no tensor data).
-
-    Problems of the checkpoint itself (no config, pickle-only weights, custom code
-    without trust, ...) are collected in ``.issues``, not raised.
-    """
-    ck = _Checkpoint(name=name, path=Path(ckpt_dir), role=role, trust_remote_code=trust_remote_code)
-    if not ck.path.is_dir():
-        ck.issues.append(_Issue(
-            "no_directory", f"{ck.label} does not exist or is not a directory",
-            fix="check the checkpoint's source in the config (was it fetched?)", key="source",
-        ))
-        return ck
-    _read_config(ck)
-    _read_custom_code(ck, check_trust)
-    _read_weights(ck)
-    try:
-        ck.tokenizer = _read_tokenizer(ck.path)
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        ck.warnings.append(f"tokenizer files could not be read ({type(err).__name__}: {err})")
-    if ck.tokenizer is None:
-        ck.warnings.append(
-            "no tokenizer files (tokenizer.json / tokenizer.model / vocab.json)"
-            + ("; the base's tokenizer is assumed" if role == "expert" else
-               "; merged models will have no tokenizer to copy")
-        )
-    elif ck.tokenizer.vocab is not None and ck.vocab_size is not None:
-        top = max(ck.tokenizer.vocab.values(), default=-1)
-        if top >= ck.vocab_size:
-            ck.warnings.append(
-                f"tokenizer has token ids up to {top} but config.json vocab_size is "
-                f"{ck.vocab_size} (ids >= vocab_size have no embedding row)"
-            )
-    return ck
-
-
-# --------------------------------------------------------------------------- comparing
-
 
 def _is_vocab_tensor(name: str, shape: list[int], vocab: int | None) -> bool:
     if name in VOCAB_TENSORS:
@@ -523,15 +104,29 @@ def _is_vocab_tensor(name: str, shape: list[int], vocab: int | None) -> bool:
     )
 
 
-def _compare(base: _Checkpoint, ck: _Checkpoint) -> list[_Issue]:
-    issues: list[_Issue] = []
-    vs = f"in {ck.role} '{ck.name}' but"
-    in_base = f"in the base '{base.name}' ({base.path})"
+def _compare(base: CheckpointFiles, ck: CheckpointFiles) -> list[Issue]:
+    """Every issue of ``ck`` against ``base`` (warnings go to ``ck.warnings``)."""
+    issues, ignore_head = _config_checks(base, ck)
+    issues += _tensor_checks(base, ck, ignore_head)
+    issues += _compare_tokenizers(base, ck)
+    return issues
+
+
+def _where(base: CheckpointFiles, ck: CheckpointFiles) -> tuple[str, str]:
+    return f"in {ck.role} '{ck.name}' but", f"in the base '{base.name}' ({base.path})"
+
+
+def _config_checks(base: CheckpointFiles, ck: CheckpointFiles) -> tuple[list[Issue], bool]:
+    """config.json: architecture, model type, tied output embedding, vocab_size. Also
+    returns whether ``lm_head.weight`` is to be ignored (a head transformers does not load
+    as saved)."""
+    issues: list[Issue] = []
+    vs, in_base = _where(base, ck)
 
     for key in ("architectures", "model_type"):
         b, v = base.cfg(key), ck.cfg(key)
         if b != v:
-            issues.append(_Issue(
+            issues.append(Issue(
                 "architecture",
                 f"config.json {key} is {v!r} {vs} {b!r} {in_base}",
                 fix=f"experts must be fine-tunes of the base's architecture: remove '{ck.name}' "
@@ -557,7 +152,7 @@ def _compare(base: _Checkpoint, ck: _Checkpoint) -> list[_Issue]:
             f"transformers loads it, and mergekit merges that into the base's separate {head}"
         )
     elif b_tie is not None and v_tie is not None and bool(b_tie) != bool(v_tie):
-        issues.append(_Issue(
+        issues.append(Issue(
             "tie_word_embeddings",
             f"config.json tie_word_embeddings is {v_tie!r} {vs} {b_tie!r} {in_base}: "
             f"the output embedding is tied in one and separate in the other",
@@ -574,13 +169,22 @@ def _compare(base: _Checkpoint, ck: _Checkpoint) -> list[_Issue]:
 
     b_vocab, v_vocab = base.vocab_size, ck.vocab_size
     if b_vocab != v_vocab:
-        issues.append(_Issue(
+        issues.append(Issue(
             "vocab_size",
             f"config.json vocab_size is {v_vocab} {vs} {b_vocab} {in_base}",
             fix=TOKENIZER_FIX, key="config.json:vocab_size", base=b_vocab, value=v_vocab,
             tokenizer=True,
         ))
+    return issues, ignore_head
 
+
+def _tensor_checks(base: CheckpointFiles, ck: CheckpointFiles, ignore_head: bool) -> list[Issue]:
+    """Safetensors headers: the same tensor names and shapes (resized vocabulary rows are
+    tokenizer issues); dtype differences are warnings."""
+    issues: list[Issue] = []
+    vs, in_base = _where(base, ck)
+    head = "lm_head.weight"
+    b_vocab, v_vocab = base.vocab_size, ck.vocab_size
     missing = sorted(set(base.tensors) - set(ck.tensors) - ({head} if ignore_head else set()))
     unexpected = sorted(set(ck.tensors) - set(base.tensors) - ({head} if ignore_head else set()))
     fix_names = (
@@ -588,17 +192,17 @@ def _compare(base: _Checkpoint, ck: _Checkpoint) -> list[_Issue]:
         f"quantized) fine-tune of this base, or remove it from this base's experts"
     )
     if missing:
-        issues.append(_Issue(
+        issues.append(Issue(
             "missing_tensors",
             f"{len(missing)} tensors {in_base} are missing in {ck.role} '{ck.name}': "
-            f"{_first(missing)}",
+            f"{first_items(missing)}",
             fix=fix_names, key=missing[0], value=missing[:SHOW],
         ))
     if unexpected:
-        issues.append(_Issue(
+        issues.append(Issue(
             "unexpected_tensors",
             f"{len(unexpected)} tensors in {ck.role} '{ck.name}' are not {in_base}: "
-            f"{_first(unexpected)}",
+            f"{first_items(unexpected)}",
             fix=fix_names, key=unexpected[0], value=unexpected[:SHOW],
         ))
 
@@ -615,7 +219,7 @@ def _compare(base: _Checkpoint, ck: _Checkpoint) -> list[_Issue]:
             and (_is_vocab_tensor(name, b_shape, b_vocab) or _is_vocab_tensor(name, v_shape, v_vocab))
         )
         if resized:
-            issues.append(_Issue(
+            issues.append(Issue(
                 "resized_embeddings",
                 f"tensor '{name}' has shape {v_shape} {vs} {b_shape} {in_base}: its "
                 f"embeddings were resized from {b_shape[0]} to {v_shape[0]} token rows "
@@ -628,7 +232,7 @@ def _compare(base: _Checkpoint, ck: _Checkpoint) -> list[_Issue]:
         shown = "; ".join(f"'{n}': {v} vs base {b}" for n, b, v in mismatched[:SHOW])
         more = f"; ... ({len(mismatched)} in all)" if len(mismatched) > SHOW else ""
         name, b_shape, v_shape = mismatched[0]
-        issues.append(_Issue(
+        issues.append(Issue(
             "shape_mismatch",
             f"{len(mismatched)} tensors have other shapes in {ck.role} '{ck.name}' than "
             f"{in_base}: {shown}{more}",
@@ -637,13 +241,12 @@ def _compare(base: _Checkpoint, ck: _Checkpoint) -> list[_Issue]:
             key=name, base=b_shape, value=v_shape,
         ))
     if dtypes:
-        ck.warnings.append(f"dtype differs from the base (cast when merging): {_first(dtypes)}")
-
-    issues.extend(_compare_tokenizers(base, ck))
+        ck.warnings.append(f"dtype differs from the base (cast when merging): {first_items(dtypes)}")
     return issues
 
 
-def _compare_tokenizers(base: _Checkpoint, ck: _Checkpoint) -> list[_Issue]:
+def _compare_tokenizers(base: CheckpointFiles, ck: CheckpointFiles) -> list[Issue]:
+    """Tokenizer files: the same token -> id mapping (differences are tokenizer issues)."""
     bt, vt = base.tokenizer, ck.tokenizer
     if bt is None or vt is None or bt.fingerprint == vt.fingerprint:
         return []
@@ -651,7 +254,7 @@ def _compare_tokenizers(base: _Checkpoint, ck: _Checkpoint) -> list[_Issue]:
     in_base = f"in the base '{base.name}' ({base.path})"
     if bt.vocab is None or vt.vocab is None:
         if bt.source == vt.source:  # two tokenizer.model files, byte hashes only
-            return [_Issue(
+            return [Issue(
                 "tokenizer_mismatch",
                 f"{vt.source} differs {vs} (fingerprint {vt.fingerprint}) from the one {in_base} "
                 f"({bt.fingerprint}): a different tokenizer misaligns embedding rows and "
@@ -673,12 +276,12 @@ def _compare_tokenizers(base: _Checkpoint, ck: _Checkpoint) -> list[_Issue]:
             eg = ", ".join(f"{t!r}: {i} in the base vs {j}" for t, i, j in changed[:3])
             parts.append(f"{len(changed)} tokens have another id (e.g. {eg})")
         if dropped:
-            parts.append(f"{len(dropped)} of the base's tokens are absent (e.g. {_first(dropped, 3)})")
+            parts.append(f"{len(dropped)} of the base's tokens are absent (e.g. {first_items(dropped, 3)})")
         same = (
             f"the same vocab_size ({ck.vocab_size})" if base.vocab_size == ck.vocab_size
             else f"vocab_size {ck.vocab_size} vs {base.vocab_size}"
         )
-        return [_Issue(
+        return [Issue(
             "tokenizer_mismatch",
             f"the tokenizer {vs} maps tokens to other ids than the one {in_base}: "
             + "; ".join(parts)
@@ -705,7 +308,7 @@ def _check_policy(tokenizer_policy: str) -> None:
         )
 
 
-def _render(ck: _Checkpoint, issues: list[_Issue]) -> str:
+def _render(ck: CheckpointFiles, issues: list[Issue]) -> str:
     lines = [f"preflight failed for {ck.label}:"]
     lines += [f"  - {i.message}" for i in issues]
     fixes = list(dict.fromkeys(i.fix for i in issues if i.fix))
@@ -713,16 +316,16 @@ def _render(ck: _Checkpoint, issues: list[_Issue]) -> str:
     return "\n".join(lines)
 
 
-def _issue_dicts(ck: _Checkpoint, issues: list[_Issue]) -> list[dict[str, Any]]:
+def _issue_dicts(ck: CheckpointFiles, issues: list[Issue]) -> list[dict[str, Any]]:
     return [{"checkpoint": ck.name, "path": str(ck.path), **i.as_dict()} for i in issues]
 
 
-def _raise_if(ck: _Checkpoint, issues: list[_Issue]) -> None:
+def _raise_if(ck: CheckpointFiles, issues: list[Issue]) -> None:
     if issues:
         raise PreflightError(_render(ck, issues), _issue_dicts(ck, issues))
 
 
-def _expert_report(base: _Checkpoint, ck: _Checkpoint, tokenizer_policy: str) -> dict[str, Any]:
+def _expert_report(base: CheckpointFiles, ck: CheckpointFiles, tokenizer_policy: str) -> dict[str, Any]:
     """Report of one expert against ``base``; raises PreflightError on blocking issues."""
     if not ck.readable:  # nothing to compare
         _raise_if(ck, ck.issues)
@@ -743,7 +346,7 @@ def _expert_report(base: _Checkpoint, ck: _Checkpoint, tokenizer_policy: str) ->
     return report
 
 
-def _base_report(base: _Checkpoint) -> dict[str, Any]:
+def _base_report(base: CheckpointFiles) -> dict[str, Any]:
     _raise_if(base, base.issues)
     report = base.summary()
     report.update(issues=[], resolution=None, warnings=list(base.warnings), status="ok")
@@ -777,9 +380,9 @@ def check_checkpoint(
     code is not judged here (``preflight`` does that with the base's trust flag).
     """
     _check_policy(tokenizer_policy)
-    base = _inspect(base_dir, name=base_name, role="base", check_trust=False)
+    base = read_checkpoint(base_dir, name=base_name, role="base", check_trust=False)
     _raise_if(base, base.issues)
-    ck = _inspect(ckpt_dir, name=name, trust_remote_code=trust_remote_code)
+    ck = read_checkpoint(ckpt_dir, name=name, trust_remote_code=trust_remote_code)
     return _expert_report(base, ck, tokenizer_policy)
 
 
@@ -804,7 +407,7 @@ def preflight(
     """
     _check_policy(tokenizer_policy)
     trust = dict(trust_remote_code or {})
-    base = _inspect(
+    base = read_checkpoint(
         base_dir, name=base_name, role="base", trust_remote_code=bool(trust.get(base_name, False))
     )
     errors: list[PreflightError] = []
@@ -817,7 +420,7 @@ def preflight(
         base_report = {}
     reports: dict[str, dict[str, Any]] = {}
     for name in sorted(experts):
-        ck = _inspect(
+        ck = read_checkpoint(
             experts[name], name=name, trust_remote_code=bool(trust.get(name, False))
         )
         try:
@@ -842,9 +445,3 @@ def preflight(
         "resolution": {"tokenizer_source": tokenizer_policy} if needed else None,
         "ok": True,
     }
-
-
-def tokenizer_fingerprint(model_dir: str | Path) -> str | None:
-    """Fingerprint of a checkpoint's token -> id mapping (``None`` without tokenizer files)."""
-    tok = _read_tokenizer(Path(model_dir))
-    return tok.fingerprint if tok else None

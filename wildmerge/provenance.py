@@ -15,6 +15,12 @@ TRACKED_PACKAGES = ("mergekit", "lm_eval", "torch", "transformers", "safetensors
 WEIGHT_SUFFIXES = (".safetensors",)
 
 
+def stable_hash(obj: Any, length: int = 12) -> str:
+    """Hex digest of the canonical JSON form of ``obj`` (ids of subsets and merges, score keys)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
 def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import re
-from itertools import product
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from wildmerge.hub_lock import read_lock, recorded_commits
 from wildmerge.leftovers import marked_incomplete
-from wildmerge.provenance import cache_dir
-from wildmerge.subsets import Subset, draw_subsets, merge_id, stable_hash
+from wildmerge.provenance import cache_dir, stable_hash
+from wildmerge.subsets import Subset, draw_subsets, merge_id
+
+if TYPE_CHECKING:
+    from wildmerge.ablations import AblationPoint
+    from wildmerge.homogeneous import SuiteEval
 
 DEMO_PREFIX = "demo:"
 DEMO_ROOT = Path("resources/demo")
@@ -92,19 +94,6 @@ class Merge:
     params: Mapping[str, Any]
 
 
-@dataclass(frozen=True)
-class AblationPoint:
-    """One merge of a hyperparameter sweep: a grid point applied to one subset."""
-
-    ablation: str
-    base: str
-    merge_id: str
-    n: int
-    subset_id: str
-    point: Mapping[str, Any]  # the swept parameters' values
-    params: Mapping[str, Any]  # all parameters of the merge
-
-
 @dataclass
 class Base:
     name: str
@@ -123,18 +112,7 @@ class Base:
         return ["base"] + [f"expert-{e}" for e in sorted(self.experts)] + sorted(self.merges)
 
 
-@dataclass(frozen=True)
-class SuiteEval:
-    """One model scored on one group's benchmark suite (homogeneous vs. heterogeneous merges)."""
-
-    base: str
-    suite: str  # the expert group whose benchmarks are used
-    model_id: str  # "base", "expert-<name>" or a merge id
-    kind: str  # "base" | "expert" | "group" (merge of the suite's group) | "all" (every group)
-    method: str = ""
-
-
-def _checkpoint(name: str, spec: Any, key: str) -> Checkpoint:
+def parse_checkpoint(name: str, spec: Any, key: str) -> Checkpoint:
     if isinstance(spec, str):
         return Checkpoint(name=name, source=spec, key=key)
     if isinstance(spec, Mapping) and "source" in spec:
@@ -148,7 +126,7 @@ def _checkpoint(name: str, spec: Any, key: str) -> Checkpoint:
     raise ConfigError(f"{key}: expected a source string or a mapping with 'source', got {spec!r}")
 
 
-def _sizes(raw: list[Any], pool: int, base: str, key: str = "subsets.sizes") -> list[int]:
+def merge_sizes(raw: list[Any], pool: int, base: str, key: str = "subsets.sizes") -> list[int]:
     sizes: set[int] = set()
     for s in raw:
         n = pool if s == "all" else int(s)
@@ -163,7 +141,9 @@ def _sizes(raw: list[Any], pool: int, base: str, key: str = "subsets.sizes") -> 
 
 
 class Study:
-    """Resolved view of a validated config."""
+    """Resolved view of a validated config: its bases, subsets and merges, the paths of
+    results, and the lookups the rules make. Sweeps (:mod:`wildmerge.ablations`) and
+    homogeneous groups (:mod:`wildmerge.homogeneous`) are expanded by their modules."""
 
     def __init__(self, config: Mapping[str, Any]):
         self.config = config
@@ -198,16 +178,16 @@ class Study:
             raise ConfigError(f"evaluation.benchmarks: listed twice: {dup}")
         self.bases: dict[str, Base] = {}
         for bname, bspec in config["bases"].items():
-            model = _checkpoint("base", bspec["model"], f"bases.{bname}.model")
+            model = parse_checkpoint("base", bspec["model"], f"bases.{bname}.model")
             experts = {
-                e: _checkpoint(e, s, f"bases.{bname}.experts.{e}")
+                e: parse_checkpoint(e, s, f"bases.{bname}.experts.{e}")
                 for e, s in (bspec.get("experts") or {}).items()
             }
             if not experts:
                 raise ConfigError(f"bases.{bname}.experts: at least one expert is needed")
             base = Base(name=bname, model=model, experts=experts)
             pool = {e: c.identity for e, c in experts.items()}
-            for n in _sizes(sub["sizes"], len(pool), bname):
+            for n in merge_sizes(sub["sizes"], len(pool), bname):
                 try:
                     base.subsets += draw_subsets(bname, pool, n, self.per_size, self.seed)
                 except ValueError as err:
@@ -217,86 +197,27 @@ class Study:
                     mid = merge_id(model.identity, s, mspec["method"], mspec["params"])
                     base.merges[mid] = Merge(bname, mid, s, mname, mspec["method"], mspec["params"])
             self.bases[bname] = base
-        self.ablations: dict[str, list[AblationPoint]] = {
-            name: self._ablation(name, spec) for name, spec in (config.get("ablations") or {}).items()
-        }
+        # the sweeps' and the homogeneous groups' merges (here, not at the top: those modules
+        # import this one)
+        from wildmerge.ablations import ablation_points
+        from wildmerge.homogeneous import homogeneous_evals
+
+        self.ablations: dict[str, list[AblationPoint]] = {}
+        for name, spec in (config.get("ablations") or {}).items():
+            self.ablations[name], merges = ablation_points(name, spec, self.bases, self.per_size, self.seed)
+            for m in merges:
+                self.bases[m.base].ablation_merges[m.merge_id] = m
         self.suites: dict[tuple[str, str], list[str]] = {}  # (base, group) -> benchmarks
         self.suite_evals: list[SuiteEval] = []
         for bname, spec in (config.get("homogeneous") or {}).items():
-            self._homogeneous(bname, spec)
-
-    def _homogeneous(self, bname: str, spec: Mapping[str, Any]) -> None:
-        """Appendix E: merge each named expert group alone and all groups together, and score
-        every merge (and the base, and each group's experts) on the groups' benchmark suites."""
-        key = f"homogeneous.{bname}"
-        if bname not in self.bases:
-            raise ConfigError(f"{key}: no base '{bname}' under bases")
-        base = self.bases[bname]
-        methods = list(spec.get("methods") or self.methods)
-        unknown = [m for m in methods if m not in self.methods]
-        if unknown:
-            raise ConfigError(f"{key}.methods: {unknown} are not under methods ({list(self.methods)})")
-        members: dict[str, list[str]] = {}
-        for group, gspec in spec["groups"].items():
-            members[group] = []
-            for name, src in gspec["experts"].items():
-                ck = _checkpoint(name, src, f"{key}.groups.{group}.experts.{name}")
-                known = base.experts.get(name) or base.group_experts.get(name)
-                if known is not None and known.identity != ck.identity:
-                    raise ConfigError(
-                        f"{key}.groups.{group}.experts.{name}: the name '{name}' is already used for "
-                        f"{known.identity}; give this checkpoint another name"
-                    )
-                if name not in base.experts:
-                    base.group_experts[name] = ck
-                members[group].append(name)
-            self.suites[(bname, group)] = list(gspec["benchmarks"])
-
-        def subset(names: list[str]) -> Subset:
-            names = sorted(set(names))
-            ident = tuple(self.checkpoint(bname, f"expert-{e}").identity for e in names)
-            return Subset(base=bname, n=len(names), members=tuple(names), identities=ident)
-
-        everything = subset([e for g in members.values() for e in g])
-        for group, names in members.items():
-            self.suite_evals.append(SuiteEval(bname, group, "base", "base"))
-            self.suite_evals += [SuiteEval(bname, group, f"expert-{e}", "expert") for e in sorted(names)]
-            for kind, sub in (("group", subset(names)), ("all", everything)):
-                for mname in methods:
-                    m = self.methods[mname]
-                    mid = merge_id(base.model.identity, sub, m["method"], m["params"])
-                    if mid not in base.merges:
-                        base.homogeneous_merges[mid] = Merge(bname, mid, sub, mname, m["method"], m["params"])
-                    self.suite_evals.append(SuiteEval(bname, group, mid, kind, mname))
-
-    def _ablation(self, name: str, spec: Mapping[str, Any]) -> list[AblationPoint]:
-        """Expand one sweep (Appendix C): every grid point on the subsets of the given sizes.
-
-        Sizes default to ``all`` (the whole pool, as in the paper); other sizes reuse the
-        study's subsets of that n (or draw ``subsets.per_size`` of them with the same seed).
-        """
-        key = f"ablations.{name}"
-        grid = dict(spec["grid"])
-        fixed = dict(spec.get("params") or {})
-        clash = sorted(set(grid) & set(fixed))
-        if clash:
-            raise ConfigError(f"{key}: {clash} both fixed under params and swept under grid")
-        points = [dict(zip(grid, values)) for values in product(*grid.values())]
-        out: list[AblationPoint] = []
-        for bname, base in self.bases.items():
-            pool = {e: c.identity for e, c in base.experts.items()}
-            for n in _sizes(spec.get("sizes") or ["all"], len(pool), bname, key=f"{key}.sizes"):
-                subsets = [s for s in base.subsets if s.n == n] or draw_subsets(
-                    bname, pool, n, min(self.per_size, math.comb(len(pool), n)), self.seed
-                )
-                for s in subsets:
-                    for point in points:
-                        params = {**fixed, **point}
-                        mid = merge_id(base.model.identity, s, spec["method"], params)
-                        if mid not in base.merges:
-                            base.ablation_merges[mid] = Merge(bname, mid, s, name, spec["method"], params)
-                        out.append(AblationPoint(name, bname, mid, n, s.subset_id, point, params))
-        return out
+            if bname not in self.bases:
+                raise ConfigError(f"homogeneous.{bname}: no base '{bname}' under bases")
+            groups = homogeneous_evals(bname, spec, self.bases[bname], self.methods)
+            self.suites.update(groups.suites)
+            self.suite_evals += groups.evals
+            self.bases[bname].group_experts.update(groups.experts)
+            for m in groups.merges:
+                self.bases[bname].homogeneous_merges[m.merge_id] = m
 
     # ---- lookups used by the rules -------------------------------------------------
     def ablation_merge_ids(self, name: str) -> list[tuple[str, str]]:
@@ -331,21 +252,13 @@ class Study:
     def hub_checkpoints(self) -> dict[str, Checkpoint]:
         return {Path(c.path).name: c for c in self.all_checkpoints() if c.kind == "hub"}
 
-    def demo_experts(self) -> list[str]:
-        return sorted(
-            {
-                c.source[len(DEMO_PREFIX):]
-                for c in self.all_checkpoints()
-                if c.kind == "demo" and c.source != DEMO_PREFIX + "base"
-            }
-        )
-
-    def uses_demo(self) -> bool:
-        return any(c.kind == "demo" for c in self.all_checkpoints())
+    def result(self, path: str) -> str:
+        """A path inside the study's results directory (config key ``results``)."""
+        return f"{self.results}/{path}"
 
     def score_dir(self, base: str, model: str) -> str:
         """Folder of a model's score files, one ``<benchmark>.json`` per benchmark."""
-        return f"{self.results}/scores/{base}/{model}"
+        return self.result(f"scores/{base}/{model}")
 
     def score_file(self, base: str, model: str, bench: str) -> str:
         return f"{self.score_dir(base, model)}/{bench}.json"
@@ -362,16 +275,13 @@ class Study:
 
     def item_file(self, base: str, model: str, bench: str) -> str:
         """Per-item outcomes of one (model, benchmark): written by the job of its score file."""
-        return f"{self.results}/items/{base}/{model}/{bench}.parquet"
+        return self.result(f"items/{base}/{model}/{bench}.parquet")
 
     def item_files(self, pairs: list[tuple[str, str]]) -> list[str]:
         return [self.item_file(b, m, n) for b, m in pairs for n in sorted(self.benchmark_names)]
 
     def all_item_files(self) -> list[str]:
         return self.item_files([(b.name, m) for b in self.bases.values() for m in b.model_ids])
-
-    def all_score_dirs(self) -> list[str]:
-        return [self.score_dir(b.name, m) for b in self.bases.values() for m in b.model_ids]
 
     def all_score_files(self) -> list[str]:
         return self.score_files([(b.name, m) for b in self.bases.values() for m in b.model_ids])
@@ -486,9 +396,6 @@ class Study:
             if mid in merges:
                 return merges[mid]
         raise ConfigError(f"merge {mid} of base '{base}' is not part of this config")
-
-    def fingerprint(self) -> str:
-        return stable_hash(self.config)
 
 
 def check_study(study: Study, config: Mapping[str, Any]) -> None:

@@ -21,13 +21,9 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any, Iterable, Mapping, Sequence
 
+from wildmerge.provenance import stable_hash  # noqa: F401  (also imported from here by wildmerge.evaluation)
+
 ENUMERATE_LIMIT = 200_000
-
-
-def stable_hash(obj: Any, length: int = 12) -> str:
-    """Hex digest of the canonical JSON form of ``obj``."""
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 def _priority(*parts: Any) -> int:

@@ -7,7 +7,7 @@ the mean of per-item differences, and its uncertainty is that of the items actua
 * **Model accuracy** (points): ``100 * mean over benchmarks of sum_i w_i c_i``, ``c_i`` the
   item's outcome and ``w_i`` its weight in the benchmark's value (``1/N`` for a task; for a
   group, ``1/N`` or ``1/(T N_t)`` per task, whichever reproduces the score file's value), so
-  it equals the score-file average of :func:`wildmerge.aggregate.model_averages`.
+  it equals the score-file average of :func:`wildmerge.scores.model_averages`.
 * **Item bootstrap** (:func:`item_replicates`): per benchmark the items are resampled with
   replacement within each task (stratified by sub-task), ``n_boot`` times, the same draws for
   every model of the base: the *paired* replicate of a gain is the merge's replicate minus
@@ -17,7 +17,7 @@ the mean of per-item differences, and its uncertainty is that of the items actua
 * **Per merge**: the paired gain and its percentile CI; a merge *beats the reference
   significantly* when its CI lies above 0 (``n_sig_better``; below 0: ``n_sig_worse``).
 * **Table cells** (base, method, n): each replicate also resamples the k subsets (with
-  :func:`wildmerge.aggregate.bootstrap_indices`, the subset stream of the main tables), so the
+  :func:`wildmerge.statistics.bootstrap_indices`, the subset stream of the main tables), so the
   CI of "% better" and of the mean gain combines subset and item sampling. ``Average`` rows
   average the per-base replicates (drawn independently per base).
 """
@@ -33,14 +33,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from wildmerge.aggregate import (
-    AVERAGE,
-    bootstrap_indices,
-    model_averages,
-    percentile_ci,
-)
+from wildmerge.scores import AVERAGE, model_averages
+from wildmerge.statistics import EPS, bootstrap_indices, percentile_ci
 
-_EPS = 1e-9  # a gain counts as "better" only above float noise (as in the main tables)
 
 DEFAULT_N_BOOT = 1000
 DEFAULT_SEED = 0
@@ -209,10 +204,10 @@ def paired_tables(scores: pd.DataFrame, files: Mapping[tuple[str, str, str], str
                 cols = np.arange(n_boot)[:, None]
                 g_rep = rep.T[cols, sub].mean(axis=1)
                 g_rep_u = rep_u.T[cols, sub].mean(axis=1)
-                p_rep = 100.0 * (rep.T[cols, sub] > _EPS).mean(axis=1)
+                p_rep = 100.0 * (rep.T[cols, sub] > EPS).mean(axis=1)
                 reps_by[(base, method, n)] = (p_rep, g_rep, g_rep_u)
                 cells.append(_cell(base, method, reference, ref_model, n, k,
-                                   100.0 * float((point > _EPS).mean()), float(point.mean()),
+                                   100.0 * float((point > EPS).mean()), float(point.mean()),
                                    p_rep, g_rep, g_rep_u, sig_better, sig_worse, mat.n_items, level))
     cells_df = pd.DataFrame(cells, columns=CELL_COLUMNS)
     if not cells_df.empty:
