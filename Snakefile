@@ -50,9 +50,7 @@ onstart:
 
         os.makedirs(".snakemake/log", exist_ok=True)
         log = ".snakemake/log/wildmerge-warm"
-        WARM_WORKER.append(
-            warm.start(log=f"{log}.log", jobs_log=f"{log}-jobs.jsonl")
-        )
+        WARM_WORKER.append(warm.start(log=f"{log}.log", jobs_log=f"{log}-jobs.jsonl"))
 
 
 onsuccess:

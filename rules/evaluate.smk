@@ -27,9 +27,7 @@ for _names, _pairs in sorted(_PENDING.items()):
         output:
             [results(f"scores/{{base}}/{{model}}/{n}.json") for n in _names],
             # per-item outcomes (evaluation.per_item), after the score files, same order
-            [results(f"items/{{base}}/{{model}}/{n}.parquet") for n in _names]
-            if STUDY.per_item
-            else [],
+            [results(f"items/{{base}}/{{model}}/{n}.parquet") for n in _names] if STUDY.per_item else [],
         log:
             results("logs/evaluate/{base}/{model}.log"),
         benchmark:

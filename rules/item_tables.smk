@@ -1,9 +1,7 @@
 # Paired per-item statistics (issue 13): where the evaluations wrote per-item outcomes
 # (evaluation.per_item), merges vs the base and vs the best expert with items as the unit.
 ITEM_TABLE_FILES = [
-    results(f"tables/{t}.{ext}")
-    for t in ("items_vs_base", "items_vs_best_expert")
-    for ext in ("csv", "md")
+    results(f"tables/{t}.{ext}") for t in ("items_vs_base", "items_vs_best_expert") for ext in ("csv", "md")
 ] + [results("tables/items_merges.csv")]
 
 

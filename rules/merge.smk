@@ -25,4 +25,3 @@ rule merge:
         "../envs/wildmerge.yaml"
     script:
         "../scripts/merge.py"
-
