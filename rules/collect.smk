@@ -13,7 +13,9 @@ rule collect_scores:
     params:
         benchmarks=BENCHMARKS,
         # removed when a score file is invalid, so no table or figure outlives its scores.csv
-        derived=TABLE_FILES + [FIGURE_FILES["accuracy"], *FIGURE_FILES["taskwise"], FIGURE_FILES["norm"]],
+        derived=TABLE_FILES
+        + ITEM_TABLE_FILES
+        + [FIGURE_FILES["accuracy"], *FIGURE_FILES["taskwise"], FIGURE_FILES["norm"]],
     conda:
         "../envs/wildmerge.yaml"
     script:

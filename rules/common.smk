@@ -61,6 +61,10 @@ def results(path):
 
 
 TABLE_FILES = expand(results("tables/{table}.{ext}"), table=TABLE_NAMES + ["paired"], ext=["md", "csv"])
+# paired per-item tables (rules/item_tables.smk)
+ITEM_TABLE_FILES = [
+    results(f"tables/{t}.{ext}") for t in ("items_vs_base", "items_vs_best_expert") for ext in ("csv", "md")
+] + [results("tables/items_merges.csv")]
 FIGURE_FILES = {
     "accuracy": results("figures/accuracy_vs_n.png"),
     "taskwise": expand(results("figures/taskwise_{base}.png"), base=list(STUDY.bases)),

@@ -1,14 +1,12 @@
 # Paired per-item statistics (issue 13): where the evaluations wrote per-item outcomes
 # (evaluation.per_item), merges vs the base and vs the best expert with items as the unit.
-ITEM_TABLE_FILES = [
-    results(f"tables/{t}.{ext}") for t in ("items_vs_base", "items_vs_best_expert") for ext in ("csv", "md")
-] + [results("tables/items_merges.csv")]
 
 
 rule item_tables:
     input:
+        # the per-item files come from the jobs of the score files in scores.csv (one per row):
+        # listed by the job from it, not as 38k more inputs here (they slow every DAG build)
         scores=results("scores.csv"),
-        outcomes=STUDY.all_item_files(),
     output:
         report(
             ITEM_TABLE_FILES,
@@ -21,6 +19,7 @@ rule item_tables:
         results("benchmarks/item_tables.tsv")
     params:
         groups=TABLE_GROUPS,
+        items=results("items"),
     conda:
         "../envs/wildmerge.yaml"
     script:
