@@ -70,7 +70,7 @@ onerror:
 localrules:
     all,
     fetch_hub,
-    collect_scores,
+    collect,
     tables,
     figures,
     homogeneous,

@@ -1,7 +1,7 @@
 # Score files -> tidy scores.csv (and the merges' L2 norms -> norms.csv).
 
 
-rule collect_scores:
+rule collect:
     input:
         scores=STUDY.all_score_files(),
         manifests=[results(f"manifests/{b.name}/{m}.json") for b in STUDY.bases.values() for m in b.merges],
@@ -9,7 +9,7 @@ rule collect_scores:
         scores=results("scores.csv"),
         norms=results("norms.csv"),
     log:
-        results("logs/collect_scores.log"),
+        results("logs/collect.log"),
     params:
         benchmarks=BENCHMARKS,
         # removed when a score file is invalid, so no table or figure outlives its scores.csv
@@ -19,4 +19,4 @@ rule collect_scores:
     conda:
         "../envs/wildmerge.yaml"
     script:
-        "../scripts/collect_scores.py"
+        "../scripts/collect.py"

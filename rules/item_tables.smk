@@ -19,7 +19,7 @@ rule item_tables:
         results("benchmarks/item_tables.tsv")
     params:
         groups=TABLE_GROUPS,
-        items=results("items"),
+        items_dir=results("items"),
     conda:
         "../envs/wildmerge.yaml"
     script:

@@ -11,7 +11,7 @@ from wildmerge.benchmark_data import use_fetched_data  # noqa: E402
 # hub benchmark datasets were fetched by fetch_benchmark_data: offline from here on
 datasets = use_fetched_data(list(snakemake.input.get("data", [])))  # noqa: F821
 
-from wildmerge.evaluation import evaluate_model  # noqa: E402
+from wildmerge.evaluate import evaluate_model  # noqa: E402
 from wildmerge.provenance import read_json  # noqa: E402
 from wildmerge.smk import limit_threads, setup_logging  # noqa: E402
 

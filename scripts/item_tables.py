@@ -11,7 +11,7 @@ log = setup_logging(smk)
 scores = read_scores(smk.input.scores)
 # <results>/items/<base>/<model>/<benchmark>.parquet, written by the job of each score file
 rows = scores[["base", "model_id", "benchmark"]].drop_duplicates().itertuples(index=False)
-files = {(b, m, x): p for b, m, x in rows if (p := Path(smk.params.items) / b / m / f"{x}.parquet").is_file()}
+files = {(b, m, x): p for b, m, x in rows if (p := Path(smk.params.items_dir) / b / m / f"{x}.parquet").is_file()}
 groups = dict(smk.params.groups)
 vs_base = list(dict.fromkeys(m for name, ms in groups.items() if name != "table2" for m in ms))
 merged = list(dict.fromkeys(scores.loc[scores.role == "merged", "method"]))

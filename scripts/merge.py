@@ -10,7 +10,7 @@ from pathlib import Path  # noqa: E402
 from wildmerge.failures import clear, record, refuse_if_recorded  # noqa: E402
 from wildmerge.finite import NonFiniteWeightsError, explain_nonfinite_merge  # noqa: E402
 from wildmerge.geometry import task_vector_norm  # noqa: E402
-from wildmerge.merging import NonFiniteTensorError, merge  # noqa: E402
+from wildmerge.merge import NonFiniteTensorError, merge  # noqa: E402
 from wildmerge.provenance import atomic_write_json, model_hash, read_json, versions  # noqa: E402
 from wildmerge.smk import limit_threads, setup_logging  # noqa: E402
 

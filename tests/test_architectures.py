@@ -10,7 +10,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from wildmerge import merging, tiny_models
+import wildmerge.merge as merging
+from wildmerge import tiny_models
 from wildmerge.preflight import preflight
 
 
@@ -99,7 +100,7 @@ def test_paper_architecture_all_methods_match_reference_and_score(tmp_path, arch
     import reference_merging as ref
     from transformers import AutoModelForCausalLM
 
-    from wildmerge.evaluation import evaluate_model
+    from wildmerge.evaluate import evaluate_model
 
     _, tied = tiny_models.ARCHITECTURES[arch]
     base = tiny_models.build(arch, tmp_path / "base")

@@ -203,8 +203,8 @@ def test_spoiled_score_file_is_scored_again_or_stops_aggregation(demo_run, tmp_p
 
     score.write_text(original)
     _edit_value(score)
-    proc = smk(work, "--cores", "1", "--forcerun", "collect_scores", check=False)
-    out = proc.stdout + proc.stderr + (res / "logs/collect_scores.log").read_text()
+    proc = smk(work, "--cores", "1", "--forcerun", "collect", check=False)
+    out = proc.stdout + proc.stderr + (res / "logs/collect.log").read_text()
     assert proc.returncode != 0
     assert "results/demo/scores/tiny-llama/expert-arith/demo_arith.json: " in out
     assert "redo it with `snakemake --forcerun results/demo/scores/tiny-llama/expert-arith/demo_arith.json`" in out

@@ -60,7 +60,7 @@ def test_lock_holds_across_upstream_change_and_update_moves_only_changed(hub, tm
     assert rec["commit"] == ca and rec["files"]["model.safetensors"]["sha256"] == ea["files"]["model.safetensors"]["sha256"]
     # the weights live in the hub cache (HF_HUB_CACHE), the output only links to them
     assert (out_a / "model.safetensors").resolve().is_relative_to(tmp_path / "hfcache")
-    from wildmerge.provenance import checkpoint_record  # what checkpoint_info (and so every score file) records
+    from wildmerge.provenance import checkpoint_record  # what the preflight rule (and so every score file) records
 
     prov = checkpoint_record(out_a, "org/a")
     assert prov["revision"] == ca and prov["hub"]["files"]["model.safetensors"]["sha256"] == ea["files"]["model.safetensors"]["sha256"]

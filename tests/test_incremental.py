@@ -13,7 +13,7 @@ import yaml
 from workflow_helpers import dry_run_job_wildcards, dry_run_jobs, smk, write_config
 
 BENCHES = ["demo_arith", "demo_compare"]
-AGGREGATION = {"collect_scores", "tables", "item_tables", "figures", "all"}
+AGGREGATION = {"collect", "tables", "item_tables", "figures", "all"}
 SMALL = {
     "study": "small",
     "results": "results/small",

@@ -14,7 +14,7 @@ from wildmerge import tiny_models
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory) -> Path:
     from wildmerge.demo.tasks import make_tasks
-    from wildmerge.evaluation import evaluate_model
+    from wildmerge.evaluate import evaluate_model
 
     work = tmp_path_factory.mktemp("items")
     tasks = make_tasks(work / "tasks", n_eval=20)
@@ -71,7 +71,7 @@ def test_budget_sample_is_seeded_stratified_and_nested():
 
 
 def test_budget_scores_the_sample_and_growing_it_scores_only_new_items(scored):
-    from wildmerge.evaluation import evaluate_model
+    from wildmerge.evaluate import evaluate_model
     from wildmerge.items import read_items
 
     full = read_items(scored / "m0" / "demo.parquet").set_index("item_id")

@@ -180,7 +180,7 @@ def test_adding_a_checkpoint_reruns_only_what_includes_it(demo_run, tmp_path):
     assert jobs.pop("merge") == {f"base=tiny-llama, merge={m}" for m in new}
     assert jobs.pop("evaluate") == {f"base=tiny-llama, model={m}" for m in new | {"expert-copy_count"}}
     assert jobs.pop("geometry") == {"base=tiny-llama"}  # the pool's cosine matrix
-    assert set(jobs) == {"collect_scores", "tables", "item_tables", "figures", "all"}
+    assert set(jobs) == {"collect", "tables", "item_tables", "figures", "all"}
 
 
 def test_changed_method_parameter_reruns_only_that_method(demo_run, tmp_path):
@@ -195,7 +195,7 @@ def test_changed_method_parameter_reruns_only_that_method(demo_run, tmp_path):
     study = Study(cfg).bases["tiny-llama"].merges
     assert {study[m].method for m in merges} == {"ties"}
     assert {w.split("model=")[1] for w in jobs.pop("evaluate")} == merges
-    assert set(jobs) == {"collect_scores", "tables", "item_tables", "figures", "all"}
+    assert set(jobs) == {"collect", "tables", "item_tables", "figures", "all"}
 
 
 def test_report_bundles_captioned_tables_and_figures(demo_run):

@@ -225,7 +225,7 @@ def _say_unfetched_hub_ids(study: Any) -> None:
 
 def unknown_benchmark_message(key: str, missing: list[str], include: str | None, local: list[str]) -> str:
     """What was searched for ``missing`` benchmarks, and the close matches in each index."""
-    from wildmerge.evaluation import _builtin_task_names
+    from wildmerge.evaluate import _builtin_task_names
 
     known: set[str] = set(local)
     if local:

@@ -429,8 +429,8 @@ def check_study(study: Study, config: Mapping[str, Any]) -> None:
     )
     if passed is not None and passed.exists():
         return
-    from wildmerge.evaluation import unknown_benchmarks
-    from wildmerge.merging import check_method
+    from wildmerge.evaluate import unknown_benchmarks
+    from wildmerge.merge import check_method
 
     for name, spec in study.methods.items():  # also methods no subset uses
         check_method(f"methods.{name}", spec["method"], spec["params"])
@@ -468,7 +468,7 @@ def _check_cache(parts: list[Any], include: str | None) -> Path | None:
         {
             "parts": [*parts, include],
             "versions": [version("mergekit"), version("lm_eval")],
-            "code": [stable_hash((code / f).read_text()) for f in ("merging.py", "methods.py", "study.py", "evaluation.py")],
+            "code": [stable_hash((code / f).read_text()) for f in ("merge.py", "methods.py", "study.py", "evaluate.py")],
         },
         24,
     )
