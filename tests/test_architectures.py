@@ -130,7 +130,8 @@ def test_paper_architecture_all_methods_match_reference_and_score(tmp_path, arch
     for label, model_dir in models.items():
         out_file = tmp_path / "scores" / f"{label}.json"
         values = evaluate_model(
-            model_dir, [{"name": "demo_count"}], {"demo_count": out_file}, include_path=demo_tasks, batch_size=8
+            model_dir, [{"name": "demo_count"}], {"demo_count": out_file}, include_path=demo_tasks, batch_size=8,
+            device="cpu", dtype="float32", seed=1234,
         )
         assert 0.0 <= values["demo_count"] <= 1.0 and json.loads(out_file.read_text())["n_samples"]
 

@@ -25,7 +25,7 @@ def scored(tmp_path_factory) -> Path:
         for bench in ("demo_count", "demo"):  # a task, and a group of tasks (lm-eval: not both in one call)
             evaluate_model(
                 model, [{"name": bench}], {bench: out / f"{bench}.json"}, include_path=work / "tasks",
-                batch_size=8, provenance={"model_id": f"m{seed}"}, items_files={bench: out / f"{bench}.parquet"},
+                batch_size=8, device="cpu", dtype="float32", seed=1234, provenance={"model_id": f"m{seed}"}, items_files={bench: out / f"{bench}.parquet"},
             )
     return work
 
@@ -81,7 +81,7 @@ def test_budget_scores_the_sample_and_growing_it_scores_only_new_items(scored):
     for budget in (0.25, 0.5):
         evaluate_model(
             scored / "model0", [{"name": "demo"}], {"demo": out / f"{budget}.json"}, include_path=scored / "tasks",
-            batch_size=8, items_files={"demo": out / f"{budget}.parquet"}, budget=budget, pools=pools,
+            batch_size=8, device="cpu", dtype="float32", seed=1234, items_files={"demo": out / f"{budget}.parquet"}, budget=budget, pools=pools,
         )
         runs[budget] = json.loads((out / f"{budget}.json").read_text())
         items = read_items(out / f"{budget}.parquet").set_index("item_id")

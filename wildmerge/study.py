@@ -140,19 +140,35 @@ def merge_sizes(raw: list[Any], pool: int, base: str, key: str = "subsets.sizes"
     return sorted(sizes)
 
 
+SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+
+
+def with_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``config`` validated against the schema, which fills in its defaults (the only
+    place defaults live); an invalid config raises jsonschema's ValidationError."""
+    import copy
+
+    from snakemake.utils import validate
+
+    filled = copy.deepcopy(dict(config))
+    validate(filled, str(SCHEMA))
+    return filled
+
+
 class Study:
     """Resolved view of a validated config: its bases, subsets and merges, the paths of
     results, and the lookups the rules make. Sweeps (:mod:`wildmerge.ablations`) and
     homogeneous groups (:mod:`wildmerge.homogeneous`) are expanded by their modules."""
 
     def __init__(self, config: Mapping[str, Any]):
+        config = with_defaults(config)  # the Snakefile's has them already; a test's or script's may not
         self.config = config
         self._lock_moves: dict[tuple[str, str, str], list[str]] = {}
-        self.results = str(config.get("results", "results"))
+        self.results = str(config["results"])
         # merged weights (temporary unless merge.keep_models): node-local scratch on a cluster
-        self.models_dir = str((config.get("merge") or {}).get("models_dir") or f"{self.results}/models")
+        self.models_dir = str(config["merge"]["models_dir"] or f"{self.results}/models")
         sub = config["subsets"]
-        self.seed = int(sub.get("seed", 0))
+        self.seed = int(sub["seed"])
         self.per_size = int(sub["per_size"])
         self.methods: dict[str, dict[str, Any]] = {
             name: {"method": spec["method"], "params": dict(spec.get("params") or {})}
@@ -271,7 +287,7 @@ class Study:
     @property
     def per_item(self) -> bool:
         """Whether evaluations also write per-item outcome files (evaluation.per_item)."""
-        return bool(self.config["evaluation"].get("per_item", True))
+        return bool(self.config["evaluation"]["per_item"])
 
     def item_file(self, base: str, model: str, bench: str) -> str:
         """Per-item outcomes of one (model, benchmark): written by the job of its score file."""
@@ -298,8 +314,8 @@ class Study:
         ev = self.config["evaluation"]
         return {
             "include_path": ev.get("include_path"),
-            "dtype": ev.get("dtype", "float32"),
-            "seed": ev.get("seed", 1234),
+            "dtype": ev["dtype"],
+            "seed": ev["seed"],
             "limit": ev.get("limit"),
             # the budget only where set: score keys of studies without one stay as they were
             **({"budget": ev["budget"]} if ev.get("budget") is not None else {}),
@@ -309,7 +325,7 @@ class Study:
         """Hash of everything one (model, benchmark) score depends on, stored in its score
         file: a file whose key differs from the config's is recomputed."""
         if model.startswith("m-"):
-            ident: Any = {"merge": model, "merge_dtype": (self.config.get("merge") or {}).get("dtype", "float32")}
+            ident: Any = {"merge": model, "merge_dtype": self.config["merge"]["dtype"]}
         else:
             ident = {"checkpoint": self.checkpoint(base, model).identity}
         return stable_hash({"model": ident, "benchmark": self.benchmark_spec(bench),
