@@ -54,7 +54,7 @@ STAGES = {
     "demo training": ("demo_base", "demo_expert"),
     "merges": ("merge",),
     "evaluations": ("evaluate",),
-    "expert geometry": ("expert_cosine",),
+    "expert geometry": ("geometry",),
 }
 GOALS = {"run": 180.0, "fresh": 300.0, "dry_run": 10.0}
 
