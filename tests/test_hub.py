@@ -207,6 +207,17 @@ def test_fetch_hub_target_plans_only_the_hub_checkpoints(tmp_path: Path) -> None
     assert len(jobs["fetch_hub_model"]) == 52 and len(jobs["fetch_benchmark_data"]) == 16
 
 
+def tinybench_task(tmp_path: Path, extra: str = "") -> Path:
+    """A folder with one lm-eval task, ``tinybench``, on the hub dataset ``org/tinyds``."""
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "tinybench.yaml").write_text(
+        "task: tinybench\ndataset_path: org/tinyds\ntest_split: test\noutput_type: generate_until\n"
+        "doc_to_text: '{{question}}'\ndoc_to_target: '{{answer}}'\n" + extra
+    )
+    return tasks
+
+
 def tiny_dataset(rows: list[tuple[str, str]]) -> dict[str, bytes]:
     import io
 
@@ -261,12 +272,7 @@ def test_workflow_fetches_benchmark_data_into_the_lock_and_scores_record_the_loc
     ds = Repo()
     commit = ds.push(tiny_dataset([("1+1", "2")]))
     state.repos["org/tinyds"] = ds
-    tasks = tmp_path / "tasks"
-    tasks.mkdir()
-    (tasks / "tinybench.yaml").write_text(
-        "task: tinybench\ndataset_path: org/tinyds\ntest_split: test\noutput_type: generate_until\n"
-        "doc_to_text: '{{question}}'\ndoc_to_target: '{{answer}}'\ngeneration_kwargs:\n  max_gen_toks: 4\n"
-    )
+    tasks = tinybench_task(tmp_path, "generation_kwargs:\n  max_gen_toks: 4\n")
     cfg = write_config(tmp_path / "data.yaml", {"evaluation": {"include_path": str(tasks), "benchmarks": ["tinybench"]}})
     score = tmp_path / "results/demo/scores/tiny-llama/base/tinybench.json"
     env = {**env, "HF_HOME": str(tmp_path / "hfhome"), "HF_DATASETS_OFFLINE": "0", "NO_PROXY": "127.0.0.1"}
@@ -411,12 +417,7 @@ def test_lm_eval_loads_the_locked_dataset_commit_offline_not_the_latest_cached(h
     ds = Repo()
     first = ds.push(tiny_dataset([("1+1", "2")]))
     state.repos["org/tinyds"] = ds
-    tasks = tmp_path / "tasks"
-    tasks.mkdir()
-    (tasks / "tinybench.yaml").write_text(
-        "task: tinybench\ndataset_path: org/tinyds\ntest_split: test\noutput_type: generate_until\n"
-        "doc_to_text: '{{question}}'\ndoc_to_target: '{{answer}}'\n"
-    )
+    tasks = tinybench_task(tmp_path)
     lock, one = tmp_path / "results/hub.lock", tmp_path / "data/tinybench.0.json"
     r = subprocess.run([sys.executable, "-m", "wildmerge.benchmark_data", "tinybench", "org/tinyds", "--out", str(one),
                         "--lock", str(lock)], env=env, capture_output=True, text=True, timeout=120)
