@@ -4,8 +4,8 @@
 
 rule ablations:
     input:
-        scores=ablation_score_files,
-        manifests=ablation_manifests,
+        records=ablation_records,
+        manifests=lambda wc: STUDY.missing_manifests(STUDY.ablation_merge_ids(wc.ablation)),
     output:
         table=results("ablations/{ablation}.csv"),
         accuracy=report(
@@ -25,6 +25,8 @@ rule ablations:
         grid=lambda wc: list(config["ablations"][wc.ablation]["grid"]),
         method=lambda wc: config["ablations"][wc.ablation]["method"],
         fixed=lambda wc: config["ablations"][wc.ablation].get("params") or {},
+        scores=ablation_score_dirs,
+        manifests=ablation_manifests,
         benchmarks=BENCHMARKS,
     conda:
         "../envs/wildmerge.yaml"

@@ -3,14 +3,20 @@
 
 rule collect:
     input:
-        scores=STUDY.all_score_files(),
-        manifests=[results(f"manifests/{b.name}/{m}.json") for b in STUDY.bases.values() for m in b.merges],
+        # the records of this run's evaluation jobs; the score files (params.scores) are
+        # read from their folders, one per model
+        records=STUDY.evaluation_records(STUDY.evaluated_models()),
+        # (only those whose model has nothing to score and that are gone: made again)
+        manifests=STUDY.missing_manifests([(b.name, m) for b in STUDY.bases.values() for m in b.merges]),
     output:
         scores=results("scores.csv"),
         norms=results("norms.csv"),
     log:
         results("logs/collect.log"),
     params:
+        # read; inputs only where missing: a merge whose model is scored needs no job (or edge)
+        manifests=[results(f"manifests/{b.name}/{m}.json") for b in STUDY.bases.values() for m in b.merges],
+        scores=STUDY.score_dirs([(b.name, m) for b in STUDY.bases.values() for m in b.model_ids]),
         benchmarks=BENCHMARKS,
         # removed when a score file is invalid, so no table or figure outlives its scores.csv
         derived=TABLE_FILES

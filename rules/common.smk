@@ -14,6 +14,7 @@ from wildmerge.smk import export_pythonpath  # noqa: E402
 export_pythonpath(workflow.basedir)
 
 from wildmerge.configcheck import ConfigFileError, check_config_files, check_schema, check_sources  # noqa: E402
+from wildmerge.provenance import stable_hash  # noqa: E402
 from wildmerge.study import ConfigError, Study, canonical, check_study  # noqa: E402
 
 CONFIG_FILES = [str(p) for p in (workflow.overwrite_configfiles or [f"{workflow.basedir}/config.yaml"])]
@@ -34,6 +35,10 @@ except (ConfigError, ConfigFileError, ValueError) as err:
 
 # name order: reordering evaluation.benchmarks plans no job
 BENCHMARKS = sorted(STUDY.benchmark_names)
+# benchmarks whose hub datasets are fetched (also the homogeneous groups' suites), and the one
+# file listing their records (rules/fetch.smk: benchmark_data_index), named for the set
+DATA_BENCHMARKS = sorted(set(BENCHMARKS).union(*STUDY.suites.values()))
+DATA_INDEX = f"resources/data/sets/{stable_hash(DATA_BENCHMARKS, 12)}.json"
 MERGE_CFG = config["merge"]
 EVAL_CFG = config["evaluation"]
 DEMO_CFG = config["demo"]
@@ -50,6 +55,7 @@ wildcard_constraints:
     checkpoint="base|expert-[A-Za-z0-9][A-Za-z0-9_.-]*",
     expert="[A-Za-z0-9][A-Za-z0-9_.-]*",
     bench="[^/]+",
+    record="[0-9a-f]{16}",
     ablation="[A-Za-z0-9][A-Za-z0-9_.-]*",
     suite="[A-Za-z0-9][A-Za-z0-9_.-]*",
 
@@ -105,13 +111,21 @@ def preflight_inputs(wildcards):
 
 
 def merge_inputs(wildcards):
+    """The pre-flight records of the base and the members (each made from its checkpoint's
+    folder, so the folders are not inputs again: a DAG edge per file costs at paper scale)."""
     m = STUDY.merge(wildcards.base, wildcards.merge)
-    b = STUDY.bases[wildcards.base]
     return {
-        "base": b.model.path,
-        "experts": [STUDY.checkpoint(wildcards.base, f"expert-{e}").path for e in m.subset.members],
         "info": [results(f"checkpoints/{wildcards.base}/base.json")]
         + [results(f"checkpoints/{wildcards.base}/expert-{e}.json") for e in m.subset.members],
+    }
+
+
+def merge_checkpoints(wildcards):
+    """Folders of the base and the members, in the order of merge_inputs' records."""
+    m = STUDY.merge(wildcards.base, wildcards.merge)
+    return {
+        "base": STUDY.bases[wildcards.base].model.path,
+        "experts": [STUDY.checkpoint(wildcards.base, f"expert-{e}").path for e in m.subset.members],
     }
 
 
@@ -138,7 +152,8 @@ def eval_inputs(wildcards):
     if EVAL_CFG["include_path"] == "demo":
         inputs["tasks"] = "resources/demo/tasks"
     else:  # hub benchmark datasets, fetched once (rules/fetch.smk); the demo's are generated
-        inputs["data"] = [f"resources/data/{b}.json" for b in BENCHMARKS]
+        # (only its presence: a fetched dataset that moved reruns what it scored via the lock)
+        inputs["data"] = ancient(DATA_INDEX)
     return inputs
 
 
@@ -168,24 +183,18 @@ def eval_params(wildcards):
     }
 
 
-def ablation_score_files(wildcards):
+def ablation_models(wildcards):
     pairs = STUDY.ablation_merge_ids(wildcards.ablation)
     bases = dict.fromkeys(b for b, _ in pairs)
-    return STUDY.score_files([(b, "base") for b in bases] + pairs)
+    return [(b, "base") for b in bases] + pairs
 
 
-def eval_job_params(names, wildcards):
-    """Params of an evaluation job over `names`, with each score file's key."""
-    out = {
-        **eval_params(wildcards),
-        "score_keys": {n: STUDY.score_key(wildcards.base, wildcards.model, n) for n in names},
-        "outcome_keys": {n: STUDY.outcome_key(wildcards.base, wildcards.model, n) for n in names},
-    }
-    # only after `wildmerge.hub update` moved a commit its score files record: a changed param
-    moves = {n: STUDY.lock_moves(wildcards.base, wildcards.model, n) for n in names}
-    if any(moves.values()):
-        out["lock_moves"] = {n: m for n, m in moves.items() if m}
-    return out
+def ablation_records(wildcards):
+    return STUDY.evaluation_records(ablation_models(wildcards))
+
+
+def ablation_score_dirs(wildcards):
+    return STUDY.score_dirs(ablation_models(wildcards))
 
 
 def ablation_manifests(wildcards):

@@ -53,3 +53,18 @@ rule fetch_benchmark_data:
         "../envs/wildmerge.yaml"
     script:
         "../scripts/fetch_benchmark_data.py"
+
+
+rule benchmark_data_index:
+    # every benchmark's record in one file: the one data input of the evaluation jobs
+    input:
+        expand("resources/data/{benchmark}.json", benchmark=DATA_BENCHMARKS),
+    output:
+        DATA_INDEX,
+    log:
+        DATA_INDEX.replace("resources/data/", "logs/fetch_data/").replace(".json", ".log"),
+    localrule: True
+    conda:
+        "../envs/wildmerge.yaml"
+    script:
+        "../scripts/benchmark_data_index.py"

@@ -12,6 +12,7 @@ rule merge:
     benchmark:
         results("benchmarks/merge/{base}/{merge}.tsv")
     params:
+        checkpoints=merge_checkpoints,
         spec=merge_params,
         # merge.device is execution-only: read by the job from the config, not a param
         dtype=MERGE_CFG["dtype"],

@@ -8,8 +8,8 @@ from wildmerge.smk import setup_logging
 smk = snakemake  # noqa: F821
 log = setup_logging(smk)
 name, grid = smk.wildcards.ablation, list(smk.params.grid)
-files = score_files(smk.input.scores, smk.params.benchmarks)
-table = ablation_table(name, smk.params.points, files, smk.input.manifests)
+files = score_files(smk.params.scores, smk.params.benchmarks)
+table = ablation_table(name, smk.params.points, files, smk.params.manifests)
 table.to_csv(smk.output.table, index=False)
 x, hue = grid[0], (grid[1] if len(grid) > 1 else None)
 title = f"{name}: {smk.params.method} {dict(smk.params.fixed) or ''}".strip()

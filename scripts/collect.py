@@ -9,7 +9,7 @@ from wildmerge.smk import setup_logging
 smk = snakemake  # noqa: F821
 log = setup_logging(smk)
 try:
-    scores = collect_scores(score_files(smk.input.scores, smk.params.benchmarks))
+    scores = collect_scores(score_files(smk.params.scores, smk.params.benchmarks))
 except (ScoreFileError, FileNotFoundError):
     # tables and figures made from the previous scores.csv must not look current
     stale = [Path(p) for p in smk.params.derived if Path(p).exists()]
@@ -19,6 +19,6 @@ except (ScoreFileError, FileNotFoundError):
         log.error("removed %d tables/figures made from the previous scores.csv", len(stale))
     raise
 scores.to_csv(smk.output.scores, index=False)
-norms = collect_norms(smk.input.manifests)
+norms = collect_norms(smk.params.manifests)
 norms.to_csv(smk.output.norms, index=False)
 log.info("%d score rows from %d models; %d merged-model norms", len(scores), scores.model_id.nunique(), len(norms))

@@ -1,4 +1,5 @@
-"""Score one model on a list of benchmarks (one JSON per benchmark), model loaded once."""
+"""Score one model on a list of benchmarks (one JSON per benchmark), model loaded once; last,
+the job's evaluation record (its one output)."""
 
 from wildmerge.warm import run_warm
 
@@ -11,7 +12,7 @@ from wildmerge.benchmark_data import use_fetched_data  # noqa: E402
 # hub benchmark datasets were fetched by fetch_benchmark_data: offline from here on
 datasets = use_fetched_data(list(snakemake.input.get("data", [])))  # noqa: F821
 
-from wildmerge.evaluate import evaluate_model  # noqa: E402
+from wildmerge.evaluate import evaluate_model, write_record  # noqa: E402
 from wildmerge.provenance import read_json  # noqa: E402
 from wildmerge.smk import limit_threads, setup_logging  # noqa: E402
 
@@ -20,58 +21,67 @@ log = setup_logging(smk)
 limit_threads(smk)
 p = smk.params
 info = read_json(smk.input.info)
-names = [b["name"] for b in p.benchmarks]
+model_sha = info["output"]["sha256"] if p.spec["identity"]["role"] == "merged" else info["sha256"]
 ev_items = bool(smk.config["evaluation"].get("per_item", True))
+score_keys: dict[str, str] = {}
+outcome_keys: dict[str, str] = {}
 if hasattr(smk.output, "scores"):  # one folder of score files (evaluate_suite)
+    benchmarks = list(p.benchmarks)
+    names = [b["name"] for b in benchmarks]
     out_files = {n: f"{smk.output.scores}/{n}.json" for n in names}
     items_files = {n: f"{smk.output.scores}/{n}.parquet" for n in names} if ev_items else {}
-else:  # one output file per benchmark, in the order of params.benchmarks (evaluate)
-    out_files = dict(zip(names, smk.output))
-    # then, with evaluation.per_item, one per-item file per benchmark in the same order
-    items_files = dict(zip(names, list(smk.output)[len(names):]))
-provenance = {**p.spec["identity"]}
+else:  # evaluate: the pending benchmarks (Study.pending_benchmarks), into the study's files
+    from wildmerge.study import Study
+
+    study = Study(smk.config)
+    base, model = smk.wildcards.base, smk.wildcards.model
+    names = list(study.pending_benchmarks(base, model))
+    benchmarks = [study.benchmark_spec(n) for n in names]
+    out_files = {n: study.score_file(base, model, n) for n in names}
+    items_files = {n: study.item_file(base, model, n) for n in names} if study.per_item else {}
+    score_keys = {n: study.score_key(base, model, n) for n in names}
+    outcome_keys = {n: study.outcome_key(base, model, n) for n in names}
+    log.info("%s/%s: scoring %s", base, model, names or "nothing (every score is current)")
+provenance = {**p.spec["identity"], "model_sha256": model_sha}
 if datasets:
     provenance["datasets"] = datasets  # benchmark -> hub dataset commits
-if p.spec["identity"]["role"] == "merged":
-    provenance["merge"] = info
-    provenance["model_sha256"] = info["output"]["sha256"]
-else:
-    provenance["checkpoint"] = info
-    provenance["model_sha256"] = info["sha256"]
+provenance["merge" if p.spec["identity"]["role"] == "merged" else "checkpoint"] = info
 
 
 def _pools() -> dict[str, str]:
     """Per benchmark, the file keeping every item outcome scored so far (wildmerge.budget)."""
     from wildmerge.budget import pool_path
 
-    okeys = p.spec.get("outcome_keys") or {}
     out = {}
     for n in names:
-        if n in okeys:
+        if n in outcome_keys:
             item = items_files.get(n) or f"{Path(out_files[n]).parent}/{n}.parquet"
-            out[n] = str(pool_path(item, okeys[n]))
+            out[n] = str(pool_path(item, outcome_keys[n]))
     return out
 
 
 # execution-only settings: not params (changing them reruns nothing), recorded per score file
 ev = smk.config["evaluation"]
-keys = p.spec.get("score_keys") or {}
-values = evaluate_model(
-    smk.input.model,
-    p.benchmarks,
-    out_files,
-    include_path=p.include_path,
-    batch_size=ev["batch_size"],
-    device=ev["device"],
-    dtype=p.dtype,
-    seed=p.seed,
-    limit=p.limit,
-    provenance=provenance,
-    per_benchmark={n: {"score_key": k} for n, k in keys.items()},
-    trust_remote_code=p.spec["trust_remote_code"],
-    items_files=items_files,
-    budget=ev.get("budget"),
-    pools=_pools(),
-)
+values = {}
+if names:  # with nothing to score (every score current) the model is not even loaded
+    values = evaluate_model(
+        smk.input.model,
+        benchmarks,
+        out_files,
+        include_path=p.include_path,
+        batch_size=ev["batch_size"],
+        device=ev["device"],
+        dtype=p.dtype,
+        seed=p.seed,
+        limit=p.limit,
+        provenance=provenance,
+        per_benchmark={n: {"score_key": k} for n, k in score_keys.items()},
+        trust_remote_code=p.spec["trust_remote_code"],
+        items_files=items_files,
+        budget=ev.get("budget"),
+        pools=_pools(),
+    )
 for name, value in values.items():
     log.info("%s %s: %.4f", smk.wildcards.model, name, value)
+if hasattr(smk.output, "record"):
+    write_record(smk.output.record, out_files, items_files, score_keys)

@@ -18,6 +18,7 @@ smk = snakemake  # noqa: F821
 log = setup_logging(smk)
 limit_threads(smk)
 spec = smk.params.spec
+ck = smk.params.checkpoints  # the base and member folders (their records are the inputs)
 device = smk.config["merge"]["device"]  # execution-only: not a param
 out_dir = Path(smk.output.model)
 info = [read_json(p) for p in smk.input.info]
@@ -28,14 +29,14 @@ tokenizer_source = next(
 t0 = time.time()
 log.info(
     "merging %d experts %s into %s with %s %s",
-    len(spec["members"]), spec["members"], smk.input.base, spec["mergekit_method"], spec["params"],
+    len(spec["members"]), spec["members"], ck["base"], spec["mergekit_method"], spec["params"],
 )
 marker = Path(str(smk.log[0]) + ".failed.json")
-refuse_if_recorded(marker, [smk.input.base, *smk.input.experts, *smk.input.info])
+refuse_if_recorded(marker, [ck["base"], *ck["experts"], *smk.input.info])
 try:
     merge(
-        smk.input.base,
-        list(smk.input.experts),
+        ck["base"],
+        list(ck["experts"]),
         spec["mergekit_method"],
         spec["params"],
         out_dir,
@@ -45,7 +46,7 @@ try:
     )
 except NonFiniteTensorError as err:
     cause = explain_nonfinite_merge(
-        getattr(err, "tensors", []), smk.input.base, dict(zip(spec["members"], smk.input.experts))
+        getattr(err, "tensors", []), ck["base"], dict(zip(spec["members"], ck["experts"]))
     )
     message = (
         f"merge {spec['merge_id']} of base '{spec['base']}' (method {spec['method']} "
@@ -55,7 +56,7 @@ except NonFiniteTensorError as err:
     raise NonFiniteWeightsError(message) from None
 clear(marker)
 t_merge = time.time() - t0
-norm = task_vector_norm(smk.input.base, out_dir)
+norm = task_vector_norm(ck["base"], out_dir)
 manifest = {
     **spec,
     "inputs": {"base": info[0], "experts": dict(zip(spec["members"], info[1:]))},

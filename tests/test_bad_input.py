@@ -207,7 +207,7 @@ def test_spoiled_score_file_is_scored_again_or_stops_aggregation(demo_run, tmp_p
     out = proc.stdout + proc.stderr + (res / "logs/collect.log").read_text()
     assert proc.returncode != 0
     assert "results/demo/scores/tiny-llama/expert-arith/demo_arith.json: " in out
-    assert "redo it with `snakemake --forcerun results/demo/scores/tiny-llama/expert-arith/demo_arith.json`" in out
+    assert "redo it with `rm results/demo/scores/tiny-llama/expert-arith/demo_arith.json && snakemake`" in out
     assert "JSONDecodeError" not in out and "Traceback" not in proc.stdout
     assert not (res / "scores.csv").exists()
     # nothing made from the previous scores.csv is left looking current
@@ -285,7 +285,7 @@ def test_collect_scores_names_a_spoiled_score_file_and_its_redo_command(tmp_path
     with pytest.raises(ValueError) as err:
         collect_scores(files)
     assert str(err.value).startswith(f"{files[1]}: {why}")
-    assert f"redo it with `snakemake --forcerun {files[1]}`" in str(err.value)
+    assert f"redo it with `rm {files[1]} && snakemake`" in str(err.value)
 
 
 def test_missing_local_path_read_as_hub_id_says_so_and_fails_once(tmp_path):

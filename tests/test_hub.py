@@ -147,7 +147,7 @@ def test_tampered_cache_file_is_rejected(hub, tmp_path: Path) -> None:
 
 @pytest.mark.slow  # runs the workflow
 def test_workflow_fetch_lock_and_update_reruns_only_the_changed_checkpoint(hub, tmp_path: Path) -> None:
-    from workflow_helpers import REPO, SNAKEMAKE, write_config
+    from workflow_helpers import REPO, SNAKEMAKE, evaluation_record, write_config
 
     state, env = hub
     a, b = Repo(), Repo()
@@ -266,7 +266,7 @@ def test_benchmark_data_fetched_once_at_locked_revision_then_checked_offline(hub
 
 @pytest.mark.slow  # runs the workflow
 def test_workflow_fetches_benchmark_data_into_the_lock_and_scores_record_the_locked_commit(hub, tmp_path: Path) -> None:
-    from workflow_helpers import REPO, SNAKEMAKE, write_config
+    from workflow_helpers import REPO, SNAKEMAKE, evaluation_record, write_config
 
     state, env = hub
     ds = Repo()
@@ -278,8 +278,10 @@ def test_workflow_fetches_benchmark_data_into_the_lock_and_scores_record_the_loc
     env = {**env, "HF_HOME": str(tmp_path / "hfhome"), "HF_DATASETS_OFFLINE": "0", "NO_PROXY": "127.0.0.1"}
 
     def snakemake(*args: str) -> subprocess.CompletedProcess[str]:
+        # the base's evaluation (its job's one output: a new name each time it has something to score)
+        target = evaluation_record(tmp_path, [REPO / "config.yaml", cfg], "tiny-llama", "base")
         cmd = SNAKEMAKE + ["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile",
-                           str(REPO / "config.yaml"), str(cfg), "-c1", *args, str(score.relative_to(tmp_path))]
+                           str(REPO / "config.yaml"), str(cfg), "-c1", *args, target]
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
         return r

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workflow_helpers import OFFLINE, REPO, SNAKEMAKE, dry_run_job_wildcards, smk
+from workflow_helpers import OFFLINE, REPO, SNAKEMAKE, dry_run_job_wildcards, evaluation_record, smk
 
 sys.path.insert(0, str(REPO))
 
@@ -46,8 +46,8 @@ def test_sigkill_mid_write_is_not_accepted_as_complete(demo_run, tmp_path, stage
     shutil.copytree(demo_run / "resources", tmp_path / "resources")
     mid = _first_merge()
     scores = tmp_path / "results/demo/scores/tiny-llama" / mid
-    benches = yaml.safe_load((REPO / "config.yaml").read_text())["evaluation"]["benchmarks"]
-    targets = [f"results/demo/scores/tiny-llama/{mid}/{b}.json" for b in benches]
+    # the evaluation job's one output (it writes the score files): the same name after the kill
+    targets = [evaluation_record(tmp_path, REPO / "config.yaml", "tiny-llama", mid)]
     cmd = SNAKEMAKE + ["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
                        "--configfile", str(REPO / "config.yaml"), "--cores", "1", *targets]
     proc = subprocess.Popen(cmd, env={**os.environ, **OFFLINE}, stdout=subprocess.DEVNULL,

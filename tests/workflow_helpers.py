@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,7 +44,8 @@ def dry_run_jobs(workdir: Path, *args: str, config: Path | list[Path] | None = N
 
 
 def dry_run_job_wildcards(workdir: Path, *args: str, config: Path | list[Path] | None = None) -> dict[str, set[str]]:
-    """Snakemake's own dry-run job list: rule -> set of the jobs' wildcard strings."""
+    """Snakemake's own dry-run job list: rule -> set of the jobs' wildcard strings (without an
+    evaluation job's `record`, the name of its own output)."""
     out = smk(workdir, "-n", *args, config=config).stdout
     jobs: dict[str, set[str]] = {}
     rule = None
@@ -54,7 +56,7 @@ def dry_run_job_wildcards(workdir: Path, *args: str, config: Path | list[Path] |
             jobs.setdefault(rule, set()).add("")
         elif rule and s.startswith("wildcards:"):
             jobs[rule].discard("")
-            jobs[rule].add(s.removeprefix("wildcards:").strip())
+            jobs[rule].add(re.sub(r", record=[0-9a-f]+$", "", s.removeprefix("wildcards:").strip()))
         elif not s:
             rule = None
     return jobs
@@ -63,3 +65,23 @@ def dry_run_job_wildcards(workdir: Path, *args: str, config: Path | list[Path] |
 def write_config(path: Path, cfg: dict) -> Path:
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
+
+
+def evaluation_record(workdir: Path, config: Path | list[Path], base: str, model: str) -> str:
+    """The output an evaluation job of (base, model) would have now (Study.evaluation_record):
+    the Snakemake target that scores that model, relative to ``workdir``. Config files are
+    merged as Snakemake merges them (later ones win, mappings merged key by key)."""
+    sys.path.insert(0, str(REPO))
+    from snakemake.utils import update_config
+
+    from wildmerge.study import Study
+
+    cfg: dict = {}
+    for path in config if isinstance(config, list) else [config]:
+        update_config(cfg, yaml.safe_load(Path(path).read_text()) or {})
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        return Study(cfg).evaluation_record(base, model)
+    finally:
+        os.chdir(cwd)

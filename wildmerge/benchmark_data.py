@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +158,15 @@ def pin_datasets(records: list[dict[str, Any]]) -> None:
     datasets.load_dataset = load_locked
 
 
+def write_index(record_files: list[str], out: str | Path) -> None:
+    """The records of a study's benchmarks in one file: the one data input of each evaluation
+    job (16 inputs per job would be ~38k DAG edges at paper scale)."""
+    records = [json.loads(Path(f).read_text()) for f in record_files]
+    tmp = Path(f"{out}.tmp")
+    tmp.write_text(json.dumps({"records": records}, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, out)
+
+
 def use_fetched_data(record_files: list[str]) -> list[dict[str, Any]]:
     """In an evaluation job: hub offline, every fetched dataset checked in the cache and pinned to
     its locked commit (``pin_datasets``); returns the records (for the score files' provenance).
@@ -175,7 +185,10 @@ def use_fetched_data(record_files: list[str]) -> list[dict[str, Any]]:
     if "datasets" in sys.modules:
         sys.modules["datasets"].config.HF_DATASETS_OFFLINE = True
         sys.modules["datasets"].config.HF_HUB_OFFLINE = True
-    records = [json.loads(Path(f).read_text()) for f in record_files]
+    records = []
+    for f in record_files:  # a record, or an index of records (write_index)
+        obj = json.loads(Path(f).read_text())
+        records += obj["records"] if "records" in obj else [obj]
     for rec in records:
         for d in rec["datasets"]:
             check_cached(rec["benchmark"], d["dataset"], d["name"], d["commit"])

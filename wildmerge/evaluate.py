@@ -276,3 +276,22 @@ def write_item_outcomes(path: str | Path, res: Mapping[str, Any], name: str, met
 
 def dump(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, default=str)
+
+
+def write_record(path: str | Path, out_files: Mapping[str, str], items_files: Mapping[str, str],
+                 score_keys: Mapping[str, str]) -> None:
+    """The evaluation job's record (its one Snakemake output), written after every score file:
+    what it scored, where, with which keys. Older records of the model are removed (the
+    record's name tells Snakemake whether this job is needed again: Study.evaluation_record)."""
+    path = Path(path)
+    record = {
+        "scores": dict(out_files),
+        "items": dict(items_files),
+        "score_keys": dict(score_keys),
+        "sha256": {n: file_sha256(Path(f)) for n, f in out_files.items()},
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    atomic_write_json(path, record)
+    for old in path.parent.glob("*.json"):
+        if old != path:
+            old.unlink(missing_ok=True)

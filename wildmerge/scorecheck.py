@@ -36,8 +36,9 @@ class ScoreFileError(ValueError):
 
 
 def redo_command(path: str | Path) -> str:
-    """The command that re-scores one (model, benchmark): the score file is a job output."""
-    return f"snakemake --forcerun {Path(path)}"
+    """The command that re-scores one (model, benchmark): without its score file, the next run
+    scores it again (its evaluation job's record, not the score file, is the job's output)."""
+    return f"rm {Path(path)} && snakemake"
 
 
 def read_score_file(path: str | Path) -> dict[str, Any]:

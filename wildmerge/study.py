@@ -164,6 +164,7 @@ class Study:
         config = with_defaults(config)  # the Snakefile's has them already; a test's or script's may not
         self.config = config
         self._lock_moves: dict[tuple[str, str, str], list[str]] = {}
+        self._score_keys: dict[tuple[str, ...], str] = {}
         self.results = str(config["results"])
         # merged weights (temporary unless merge.keep_models): node-local scratch on a cluster
         self.models_dir = str(config["merge"]["models_dir"] or f"{self.results}/models")
@@ -305,8 +306,12 @@ class Study:
     # ---- incremental reruns ----------------------------------------------------------
     def benchmark_spec(self, name: str) -> dict[str, Any]:
         """One benchmark's settings in canonical form (what a score depends on)."""
-        b = next(b for b in self.benchmarks if b["name"] == name)
-        return canonical({"name": name, "num_fewshot": b.get("num_fewshot"), "metric": b.get("metric")})
+        return dict(self._benchmark_specs[name])
+
+    @functools.cached_property
+    def _benchmark_specs(self) -> dict[str, dict[str, Any]]:
+        return {b["name"]: canonical({"name": b["name"], "num_fewshot": b.get("num_fewshot"), "metric": b.get("metric")})
+                for b in self.benchmarks}
 
     def score_settings(self) -> dict[str, Any]:
         """Evaluation settings that can change a score (execution-only ones -- batch size,
@@ -324,18 +329,25 @@ class Study:
     def score_key(self, base: str, model: str, bench: str, settings: Mapping[str, Any] | None = None) -> str:
         """Hash of everything one (model, benchmark) score depends on, stored in its score
         file: a file whose key differs from the config's is recomputed."""
+        if settings is None:  # asked for at DAG-build time by pending checks, records and params
+            key = (base, model, bench)
+            if key not in self._score_keys:
+                self._score_keys[key] = self.score_key(base, model, bench, self.score_settings())
+            return self._score_keys[key]
         if model.startswith("m-"):
             ident: Any = {"merge": model, "merge_dtype": self.config["merge"]["dtype"]}
         else:
             ident = {"checkpoint": self.checkpoint(base, model).identity}
-        return stable_hash({"model": ident, "benchmark": self.benchmark_spec(bench),
-                            "settings": self.score_settings() if settings is None else dict(settings)}, 16)
+        return stable_hash({"model": ident, "benchmark": self.benchmark_spec(bench), "settings": dict(settings)}, 16)
 
     def outcome_key(self, base: str, model: str, bench: str) -> str:
         """The score key without the budget: the per-item outcomes of two budgets with the same
         outcome key are interchangeable (a grown budget reuses them, wildmerge.budget)."""
-        settings = {k: v for k, v in self.score_settings().items() if k != "budget"}
-        return self.score_key(base, model, bench, settings)
+        key = (base, model, bench, "outcome")
+        if key not in self._score_keys:
+            settings = {k: v for k, v in self.score_settings().items() if k != "budget"}
+            self._score_keys[key] = self.score_key(base, model, bench, settings)
+        return self._score_keys[key]
 
     def evaluated_models(self) -> list[tuple[str, str]]:
         """(base, model) of every model scored on the study's benchmarks, each once."""
@@ -396,15 +408,69 @@ class Study:
                 out.append(name)
         return tuple(out)
 
-    def pending_evaluations(self) -> dict[tuple[str, ...], list[tuple[str, str]]]:
-        """Evaluation jobs to define: {benchmarks to score: the (base, model)s that need
-        exactly these}. Models whose scores are all current need no job."""
-        groups: dict[tuple[str, ...], list[tuple[str, str]]] = {}
+    @functools.cached_property
+    def _pending(self) -> dict[tuple[str, str], tuple[str, ...]]:
+        """(base, model) -> its pending benchmarks, for every model with any."""
+        out = {}
         for base, model in self.evaluated_models():
             names = self.pending_benchmarks(base, model)
             if names:
-                groups.setdefault(names, []).append((base, model))
-        return groups
+                out[(base, model)] = names
+        return out
+
+    def is_pending(self, base: str, model: str) -> bool:
+        """Whether any benchmark of this model has to be scored (pending_benchmarks)."""
+        return (base, model) in self._pending
+
+    def record_dir(self, base: str, model: str) -> str:
+        """Folder of a model's evaluation record (the last evaluation job's)."""
+        return self.result(f"evaluations/{base}/{model}")
+
+    def evaluation_record(self, base: str, model: str) -> str | None:
+        """The one Snakemake output of a model's evaluation job: a record the job writes last.
+        The job writes the score (and per-item) files of the benchmarks it finds pending itself,
+        each atomically; they are not outputs, so the paper study's DAG tracks ~2k files, not
+        ~76k.
+
+        With pending benchmarks: a new name, a hash of the records already there (the job
+        removes those), so Snakemake runs the job. Otherwise the record that is there (an input
+        of the aggregation, made by no rule: pending_records), or None without one."""
+        folder = self.record_dir(base, model)
+        try:
+            before = sorted(f for f in os.listdir(folder) if f.endswith(".json"))
+        except OSError:
+            before = []
+        if self.is_pending(base, model):
+            return f"{folder}/{stable_hash({'base': base, 'model': model, 'records': before}, 16)}.json"
+        if before:
+            return f"{folder}/{max(before, key=lambda f: os.stat(f'{folder}/{f}').st_mtime_ns)}"
+        return None
+
+    def pending_records(self) -> list[str] | None:
+        """Names (hashes) of the records the evaluation jobs of this run write, or None when every
+        evaluated model is pending: what the evaluation rule's output is constrained to, so that
+        the record of a model whose scores are current is a plain file, not a job's output."""
+        pending = [pair for pair in self.evaluated_models() if self.is_pending(*pair)]
+        if len(pending) == len(self.evaluated_models()):
+            return None
+        return [Path(self.evaluation_record(b, m)).stem for b, m in pending]
+
+    def missing_manifests(self, pairs: list[tuple[str, str]]) -> list[str]:
+        """Manifests of the merges among ``pairs`` whose scores are current but whose manifest
+        is gone: the aggregation's inputs, so those merges run again (the others are read)."""
+        out = []
+        for b, m in pairs:
+            path = self.result(f"manifests/{b}/{m}.json")
+            if m.startswith("m-") and not self.is_pending(b, m) and not os.path.exists(path):
+                out.append(path)
+        return out
+
+    def evaluation_records(self, pairs: list[tuple[str, str]]) -> list[str]:
+        """The evaluation records of ``pairs`` (of those that have one: evaluation_record)."""
+        return [r for b, m in pairs if (r := self.evaluation_record(b, m))]
+
+    def score_dirs(self, pairs: list[tuple[str, str]]) -> list[str]:
+        return [self.score_dir(b, m) for b, m in pairs]
 
     def merge(self, base: str, mid: str) -> Merge:
         b = self.bases[base]
