@@ -14,7 +14,7 @@ from wildmerge.smk import export_pythonpath  # noqa: E402
 export_pythonpath(workflow.basedir)
 
 from wildmerge.configcheck import ConfigFileError, check_config_files, check_schema, check_sources  # noqa: E402
-from wildmerge.provenance import stable_hash  # noqa: E402
+from wildmerge.benchmark_data import data_index_name  # noqa: E402
 from wildmerge.study import ConfigError, Study, canonical, check_study  # noqa: E402
 
 CONFIG_FILES = [str(p) for p in (workflow.overwrite_configfiles or [f"{workflow.basedir}/config.yaml"])]
@@ -38,7 +38,9 @@ BENCHMARKS = sorted(STUDY.benchmark_names)
 # benchmarks whose hub datasets are fetched (also the homogeneous groups' suites), and the one
 # file listing their records (rules/fetch.smk: benchmark_data_index), named for the set
 DATA_BENCHMARKS = sorted(set(BENCHMARKS).union(*STUDY.suites.values()))
-DATA_INDEX = f"resources/data/sets/{stable_hash(DATA_BENCHMARKS, 12)}.json"
+# named for the records' state too: a record gone (`wildmerge.hub update` moved its dataset) or
+# fetched again gives another name, so the index is made again (with the record fetched first)
+DATA_INDEX = f"resources/data/sets/{data_index_name(DATA_BENCHMARKS, STUDY.locked_commits)}.json"
 MERGE_CFG = config["merge"]
 EVAL_CFG = config["evaluation"]
 DEMO_CFG = config["demo"]
@@ -152,8 +154,7 @@ def eval_inputs(wildcards):
     if EVAL_CFG["include_path"] == "demo":
         inputs["tasks"] = "resources/demo/tasks"
     else:  # hub benchmark datasets, fetched once (rules/fetch.smk); the demo's are generated
-        # (only its presence: a fetched dataset that moved reruns what it scored via the lock)
-        inputs["data"] = ancient(DATA_INDEX)
+        inputs["data"] = DATA_INDEX
     return inputs
 
 

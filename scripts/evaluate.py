@@ -10,7 +10,8 @@ from pathlib import Path  # noqa: E402
 from wildmerge.benchmark_data import use_fetched_data  # noqa: E402
 
 # hub benchmark datasets were fetched by fetch_benchmark_data: offline from here on
-datasets = use_fetched_data(list(snakemake.input.get("data", [])))  # noqa: F821
+_index = snakemake.input.get("data")  # noqa: F821 (the index of the records: benchmark_data_index)
+datasets = use_fetched_data([str(_index)] if _index else [])
 
 from wildmerge.evaluate import evaluate_model, write_record  # noqa: E402
 from wildmerge.provenance import read_json  # noqa: E402

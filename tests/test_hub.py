@@ -147,7 +147,7 @@ def test_tampered_cache_file_is_rejected(hub, tmp_path: Path) -> None:
 
 @pytest.mark.slow  # runs the workflow
 def test_workflow_fetch_lock_and_update_reruns_only_the_changed_checkpoint(hub, tmp_path: Path) -> None:
-    from workflow_helpers import REPO, SNAKEMAKE, evaluation_record, write_config
+    from workflow_helpers import REPO, SNAKEMAKE, write_config
 
     state, env = hub
     a, b = Repo(), Repo()

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from wildmerge.hub import HubError, _retrying
 from wildmerge.hub_lock import DATASET_PREFIX, LockEntry, dataset_source, get_or_add  # noqa: F401 (DATASET_PREFIX: re-export)
@@ -156,6 +156,21 @@ def pin_datasets(records: list[dict[str, Any]]) -> None:
         return load(path, name, *args, **kwargs)
 
     datasets.load_dataset = load_locked
+
+
+def data_index_name(benchmarks: list[str], locked: Mapping[str, str], root: str | Path = "resources/data") -> str:
+    """Name of the index of ``benchmarks``' records (write_index): a hash of the benchmarks, of
+    each record's content (or its absence) and of the datasets' commits in the lock (``locked``:
+    key -> commit), so that a record removed by `wildmerge.hub update` gives a new name."""
+    from wildmerge.provenance import stable_hash
+
+    state: dict[str, Any] = {"lock": {k: c for k, c in sorted(locked.items()) if k.startswith(DATASET_PREFIX)}}
+    for b in benchmarks:
+        try:
+            state[b] = Path(root, f"{b}.json").read_text()
+        except OSError:
+            state[b] = None
+    return stable_hash({"benchmarks": list(benchmarks), "records": state}, 12)
 
 
 def write_index(record_files: list[str], out: str | Path) -> None:
