@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-from base64 import urlsafe_b64decode
 from pathlib import Path
 
-__all__ = ["remove_partial_merges", "marked_incomplete"]
+__all__ = ["remove_partial_merges"]
 
 
 def remove_partial_merges(models_dir: str | Path) -> list[Path]:
@@ -22,28 +20,3 @@ def remove_partial_merges(models_dir: str | Path) -> list[Path]:
     for p in found:
         shutil.rmtree(p, ignore_errors=True)
     return found
-
-
-def marked_incomplete(workdir: str | Path = ".") -> set[str]:
-    """Output files that Snakemake marks incomplete in ``<workdir>/.snakemake/incomplete``
-    (a job started writing them and was killed), as the paths the rules name them by.
-
-    Snakemake has no API for this at parse time, so its file backend's naming is read back
-    (snakemake/persistence/file.py ``_record_path``: the key urlsafe-base64-encoded, split
-    into path components of at most NAME_MAX - 1 characters, all but the last prefixed "@").
-    """
-    root = Path(workdir) / ".snakemake" / "incomplete"
-    if not root.is_dir():
-        return set()
-    keys = set()
-    for dirpath, _, filenames in os.walk(root):
-        for name in filenames:
-            parts = Path(dirpath, name).relative_to(root).parts
-            if parts == ("migration_underway",):
-                continue
-            encoded = "".join(p.removeprefix("@") for p in parts)
-            try:
-                keys.add(urlsafe_b64decode(encoded.encode()).decode())
-            except (ValueError, UnicodeDecodeError):
-                continue  # not one of Snakemake's markers
-    return keys

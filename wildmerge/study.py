@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from wildmerge.hub_lock import read_lock, recorded_commits
-from wildmerge.leftovers import marked_incomplete
 from wildmerge.provenance import cache_dir, stable_hash
 from wildmerge.subsets import Subset, draw_subsets, merge_id
 
@@ -163,7 +162,6 @@ class Study:
     def __init__(self, config: Mapping[str, Any]):
         config = with_defaults(config)  # the Snakefile's has them already; a test's or script's may not
         self.config = config
-        self._lock_moves: dict[tuple[str, str, str], list[str]] = {}
         self._score_keys: dict[tuple[str, ...], str] = {}
         self.results = str(config["results"])
         # merged weights (temporary unless merge.keep_models): node-local scratch on a cluster
@@ -280,10 +278,6 @@ class Study:
     def score_file(self, base: str, model: str, bench: str) -> str:
         return f"{self.score_dir(base, model)}/{bench}.json"
 
-    def score_files(self, pairs: list[tuple[str, str]]) -> list[str]:
-        """Every benchmark's score file of each (base, model), benchmarks in name order."""
-        return [self.score_file(b, m, n) for b, m in pairs for n in sorted(self.benchmark_names)]
-
     # ---- per-item outcomes (issue 13) ------------------------------------------------
     @property
     def per_item(self) -> bool:
@@ -293,15 +287,6 @@ class Study:
     def item_file(self, base: str, model: str, bench: str) -> str:
         """Per-item outcomes of one (model, benchmark): written by the job of its score file."""
         return self.result(f"items/{base}/{model}/{bench}.parquet")
-
-    def item_files(self, pairs: list[tuple[str, str]]) -> list[str]:
-        return [self.item_file(b, m, n) for b, m in pairs for n in sorted(self.benchmark_names)]
-
-    def all_item_files(self) -> list[str]:
-        return self.item_files([(b.name, m) for b in self.bases.values() for m in b.model_ids])
-
-    def all_score_files(self) -> list[str]:
-        return self.score_files([(b.name, m) for b in self.bases.values() for m in b.model_ids])
 
     # ---- incremental reruns ----------------------------------------------------------
     def benchmark_spec(self, name: str) -> dict[str, Any]:
@@ -358,11 +343,6 @@ class Study:
         return list(dict.fromkeys(pairs))
 
     @functools.cached_property
-    def incomplete(self) -> set[str]:
-        """Files Snakemake marks incomplete in the working directory (left by killed jobs)."""
-        return marked_incomplete()
-
-    @functools.cached_property
     def locked_commits(self) -> dict[str, str]:
         """Lock key -> commit of the study's hub lock (``<results>/hub.lock``); {} before any fetch."""
         try:
@@ -378,27 +358,17 @@ class Study:
             return []
         return sorted(f"{k} -> {lock[k]}" for k, c in recorded_commits(record, bench).items() if lock.get(k, c) != c)
 
-    def lock_moves(self, base: str, model: str, bench: str) -> list[str]:
-        """Why a current-looking score file is pending (``_moved_in_lock``), [] otherwise: in the
-        evaluation job's params, so that Snakemake, which sees its output present, reruns it."""
-        return self._lock_moves.get((base, model, bench), [])
-
     def pending_benchmarks(self, base: str, model: str) -> tuple[str, ...]:
         """Benchmarks (in name order) whose score file of this model is missing or was
         computed with other score-relevant settings; () when every score is current."""
         out = []
         for name in sorted(self.benchmark_names):
-            if self.score_file(base, model, name) in self.incomplete:
-                out.append(name)  # written by a job that was killed: Snakemake would refuse it
-                continue
             try:
                 with open(self.score_file(base, model, name)) as f:
                     record = json.load(f)
                 current = record.get("score_key") == self.score_key(base, model, name)
                 # a hub checkpoint or dataset it used moved in the lock (`wildmerge.hub update`)
-                moves = self._moved_in_lock(record, name) if current else []
-                if moves:
-                    self._lock_moves[(base, model, name)] = moves
+                if current and self._moved_in_lock(record, name):
                     current = False
             except (OSError, ValueError, AttributeError, KeyError, TypeError):
                 current = False
