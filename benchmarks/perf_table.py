@@ -143,6 +143,8 @@ def _rule_of(tsv: Path, work: Path) -> tuple[str, str]:
     if parts[0] == "resources":  # resources/demo/benchmarks/{base,expert_<name>}.tsv
         stem = tsv.stem
         return ("demo_base", "base") if stem == "base" else ("demo_expert", stem.removeprefix("expert_"))
+    if rest[0] == "evaluate":  # results/<study>/benchmarks/evaluate/<base>/<model>/<record>.tsv
+        return rest[0], "/".join(rest[1:3])
     return rest[0], "/".join(rest[1:])[: -len(".tsv")]  # results/<study>/benchmarks/<rule>/<base>/<x>.tsv
 
 
