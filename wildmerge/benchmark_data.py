@@ -164,13 +164,14 @@ def data_index_name(benchmarks: list[str], locked: Mapping[str, str], root: str 
     key -> commit), so that a record removed by `wildmerge.hub update` gives a new name."""
     from wildmerge.provenance import stable_hash
 
-    state: dict[str, Any] = {"lock": {k: c for k, c in sorted(locked.items()) if k.startswith(DATASET_PREFIX)}}
+    records: dict[str, str | None] = {}
     for b in benchmarks:
         try:
-            state[b] = Path(root, f"{b}.json").read_text()
+            records[b] = Path(root, f"{b}.json").read_text()
         except OSError:
-            state[b] = None
-    return stable_hash({"benchmarks": list(benchmarks), "records": state}, 12)
+            records[b] = None
+    lock = {k: c for k, c in sorted(locked.items()) if k.startswith(DATASET_PREFIX)}
+    return stable_hash({"benchmarks": list(benchmarks), "records": records, "lock": lock}, 12)
 
 
 def write_index(record_files: list[str], out: str | Path) -> None:

@@ -162,7 +162,7 @@ class Study:
     def __init__(self, config: Mapping[str, Any]):
         config = with_defaults(config)  # the Snakefile's has them already; a test's or script's may not
         self.config = config
-        self._score_keys: dict[tuple[str, ...], str] = {}
+        self._records: dict[tuple[str, str], str | None] = {}  # evaluation_record, per model
         self.results = str(config["results"])
         # merged weights (temporary unless merge.keep_models): node-local scratch on a cluster
         self.models_dir = str(config["merge"]["models_dir"] or f"{self.results}/models")
@@ -314,25 +314,18 @@ class Study:
     def score_key(self, base: str, model: str, bench: str, settings: Mapping[str, Any] | None = None) -> str:
         """Hash of everything one (model, benchmark) score depends on, stored in its score
         file: a file whose key differs from the config's is recomputed."""
-        if settings is None:  # asked for at DAG-build time by pending checks, records and params
-            key = (base, model, bench)
-            if key not in self._score_keys:
-                self._score_keys[key] = self.score_key(base, model, bench, self.score_settings())
-            return self._score_keys[key]
         if model.startswith("m-"):
             ident: Any = {"merge": model, "merge_dtype": self.config["merge"]["dtype"]}
         else:
             ident = {"checkpoint": self.checkpoint(base, model).identity}
-        return stable_hash({"model": ident, "benchmark": self.benchmark_spec(bench), "settings": dict(settings)}, 16)
+        return stable_hash({"model": ident, "benchmark": self.benchmark_spec(bench),
+                            "settings": self.score_settings() if settings is None else dict(settings)}, 16)
 
     def outcome_key(self, base: str, model: str, bench: str) -> str:
         """The score key without the budget: the per-item outcomes of two budgets with the same
         outcome key are interchangeable (a grown budget reuses them, wildmerge.budget)."""
-        key = (base, model, bench, "outcome")
-        if key not in self._score_keys:
-            settings = {k: v for k, v in self.score_settings().items() if k != "budget"}
-            self._score_keys[key] = self.score_key(base, model, bench, settings)
-        return self._score_keys[key]
+        settings = {k: v for k, v in self.score_settings().items() if k != "budget"}
+        return self.score_key(base, model, bench, settings)
 
     def evaluated_models(self) -> list[tuple[str, str]]:
         """(base, model) of every model scored on the study's benchmarks, each once."""
@@ -404,7 +397,14 @@ class Study:
 
         With pending benchmarks: a new name, a hash of the records already there (the job
         removes those), so Snakemake runs the job. Otherwise the record that is there (an input
-        of the aggregation, made by no rule: pending_records), or None without one."""
+        of the aggregation, made by no rule: pending_records), or None without one. Read from
+        the folder once per model (the rules ask more than once)."""
+        if (base, model) in self._records:
+            return self._records[(base, model)]
+        self._records[(base, model)] = self._find_record(base, model)
+        return self._records[(base, model)]
+
+    def _find_record(self, base: str, model: str) -> str | None:
         folder = self.record_dir(base, model)
         try:
             before = sorted(f for f in os.listdir(folder) if f.endswith(".json"))
