@@ -8,8 +8,9 @@ Building the DAG of the paper study (4 bases x 12 experts, all subsets x 7 metho
 16 benchmarks) must stay interactive. Goal: median wall time <= 10 s.
 
 The floor: the same dry run of a synthetic Snakefile with the study's shape -- one job per
-checkpoint fetch, pre-flight, merge and evaluation, each with the real job's number of input
-and output files (an evaluation job's one output, its record; a merge's pre-flight records),
+checkpoint fetch and pre-flight, one per checkpoint's evaluation and one per merged model
+(merged and scored in one job), each with the real job's number of input and output files (an
+evaluation job's one output, its record; a merged model's pre-flight records),
 and one aggregation over all records -- and trivial rules (`shell:`, no params, logs,
 validation or scripts). What the real run
 takes beyond it is wildmerge's own cost; the floor itself is Snakemake's per-job and
@@ -70,26 +71,23 @@ rule info:
     input: model="hub/{b}-{ck}", base="hub/{b}-base"
     output: "info/{b}/{ck}.json"
     shell: "touch {output}"
-rule merge:
-    input: lambda w: [f"info/{w.b}/base.json"] + [f"info/{w.b}/expert-{e}.json" for e in MERGES[(w.b, w.m)]]
-    output: model=directory("models/{b}/{m}"), manifest="manifests/{b}/{m}.json"
-    wildcard_constraints: m="m-[^/]+"
-    shell: "mkdir -p {output.model}; touch {output.manifest}"
-def model_of(w):
-    if w.m.startswith("m-"):
-        return {"model": f"models/{w.b}/{w.m}", "info": f"manifests/{w.b}/{w.m}.json"}
-    return {"model": f"hub/{w.b}-{w.m}", "info": f"info/{w.b}/{w.m}.json"}
-rule evaluate:
-    input: unpack(model_of), data="data/index.json"
+rule merge_evaluate:
+    input: info=lambda w: [f"info/{w.b}/base.json"] + [f"info/{w.b}/expert-{e}.json" for e in MERGES[(w.b, w.m)]], data="data/index.json"
     output: "records/{b}/{m}.json"
+    wildcard_constraints: m="m-[^/]+"
+    shell: "touch {output}"
+rule evaluate:
+    input: model="hub/{b}-{m}", info="info/{b}/{m}.json", data="data/index.json"
+    output: "records/{b}/{m}.json"
+    wildcard_constraints: m="base|expert-[^/]+"
     shell: "touch {output}"
 """
 
 
 def scripted(floor: str) -> str:
     """The floor with Snakemake's per-job cost of a `script:` rule (the script is checked and read
-    for each job at DAG build), a log and a conda env on its merge and evaluation rules."""
-    for rule, log in (("merge", "logs/merge/{b}/{m}.log"), ("evaluate", "logs/evaluate/{b}/{m}.log")):
+    for each job at DAG build), a log and a conda env on its evaluation rules."""
+    for rule, log in (("merge_evaluate", "logs/merge_evaluate/{b}/{m}.log"), ("evaluate", "logs/evaluate/{b}/{m}.log")):
         head = f"rule {rule}:"
         start = floor.index(head)
         end = floor.index("    shell:", start)

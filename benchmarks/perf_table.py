@@ -8,7 +8,7 @@ Measures, on this machine:
 * where the time of the median run went, per stage (Snakemake's ``benchmark:`` files plus
   the warm worker's per-job CPU, ``.snakemake/log/wildmerge-warm-jobs.jsonl``), next to the
   work done (training steps, merged bytes, scored items);
-* the cost of one merged model (its merge job + its evaluation job) against the import
+* the cost of one merged model (its one job: merge, then evaluation) against the import
   floor of a fresh Python process (``import torch``; torch + transformers + lm-eval;
   torch + ``mergekit.merge``);
 * ``snakemake -n`` on ``config/paper.yaml`` (``--no-dry-run`` to skip);
@@ -52,8 +52,8 @@ IMPORT_FLOORS = {
 #: stage -> rules (rules without a benchmark: directive only count in the run's total)
 STAGES = {
     "demo training": ("demo_base", "demo_expert"),
-    "merges": ("merge",),
-    "evaluations": ("evaluate",),
+    "merged models (merged and scored in one job)": ("merge_evaluate",),
+    "checkpoint evaluations": ("evaluate",),
     "expert geometry": ("geometry",),
 }
 GOALS = {"run": 180.0, "fresh": 300.0, "dry_run": 10.0}
@@ -143,7 +143,7 @@ def _rule_of(tsv: Path, work: Path) -> tuple[str, str]:
     if parts[0] == "resources":  # resources/demo/benchmarks/{base,expert_<name>}.tsv
         stem = tsv.stem
         return ("demo_base", "base") if stem == "base" else ("demo_expert", stem.removeprefix("expert_"))
-    if rest[0] == "evaluate":  # results/<study>/benchmarks/evaluate/<base>/<model>/<record>.tsv
+    if rest[0] in ("evaluate", "merge_evaluate"):  # results/<study>/benchmarks/<rule>/<base>/<model>/<record>.tsv
         return rest[0], "/".join(rest[1:3])
     return rest[0], "/".join(rest[1:])[: -len(".tsv")]  # results/<study>/benchmarks/<rule>/<base>/<x>.tsv
 
@@ -181,14 +181,13 @@ def run_stats(work: Path, result: Timed) -> RunStats:
             stats.stages[stage] = {"jobs": len(keys), "cpu": sum(cpu[k] for k in keys),
                                    "wall": sum(bench[k]["s"] for k in keys)}
     for (rule, key) in bench:
-        if rule != "merge":
+        if rule != "merge_evaluate":
             continue
-        ev = [k for k in bench if k[0].startswith("evaluate") and k[1] == key]
-        if ev:
-            stats.per_model.setdefault("cpu", []).append(cpu[(rule, key)] + sum(cpu[k] for k in ev))
-            stats.per_model.setdefault("merge_cpu", []).append(cpu[(rule, key)])
-            stats.per_model.setdefault("eval_cpu", []).append(sum(cpu[k] for k in ev))
-            stats.per_model.setdefault("wall", []).append(bench[(rule, key)]["s"] + sum(bench[k]["s"] for k in ev))
+        manifest = next(work.glob(f"results/*/manifests/{key}.json"), None)
+        merge_s = json.loads(manifest.read_text())["merge_seconds"] if manifest else 0.0
+        stats.per_model.setdefault("cpu", []).append(cpu[(rule, key)])
+        stats.per_model.setdefault("merge_s", []).append(merge_s)
+        stats.per_model.setdefault("wall", []).append(bench[(rule, key)]["s"])
     stats.work = _work_done(work)
     return stats
 
@@ -290,9 +289,9 @@ def table(mach: dict[str, str], runs: list[RunStats], floors: dict[str, float], 
     if pm.get("cpu"):
         floor = "; ".join(f"{k} {v:.1f} s" for k, v in floors.items())
         lines.append(
-            f"| one merged model: its merge + evaluation jobs (median of {len(pm['cpu'])}) | "
-            f"**{statistics.median(pm['cpu']):.1f} s CPU** (merge {statistics.median(pm['merge_cpu']):.1f} s, "
-            f"evaluation {statistics.median(pm['eval_cpu']):.1f} s), {statistics.median(pm['wall']):.1f} s wall | "
+            f"| one merged model: its merge_evaluate job (median of {len(pm['cpu'])}) | "
+            f"**{statistics.median(pm['cpu']):.1f} s CPU**, {statistics.median(pm['wall']):.1f} s wall "
+            f"(of which {statistics.median(pm['merge_s']):.1f} s merging) | "
             f"below one fresh process's imports: {floor} CPU |")
     if dry:
         lines.append(f"| `snakemake -n` on `config/paper.yaml` | **{dry[0]:.1f} s** (spread {dry[1]:.1f} s) | "

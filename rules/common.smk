@@ -92,6 +92,19 @@ def rule_resources(rule_name, **defaults):
     return res
 
 
+def merge_eval_resources():
+    """A merged model's job (merge_evaluate: merge, then evaluation) asks for evaluate's
+    resources, at least merge's memory and CPUs, and both runtimes; resources.merge_evaluate
+    overrides."""
+    merge, ev = rule_resources("merge", gpu=1), rule_resources("evaluate", gpu=1)
+    res = {**merge, **ev}
+    for key, combine in (("mem_mb", max), ("cpus_per_task", max), ("runtime", sum)):
+        if isinstance(merge.get(key), int) and isinstance(ev.get(key), int):
+            res[key] = combine([merge[key], ev[key]])
+    res.update(config["resources"].get("merge_evaluate", {}))
+    return res
+
+
 def eval_settings():
     """lm-eval settings shared by every evaluation rule that can change a score (Snakemake
     params: a change reruns the evaluations). Execution-only ones (batch size, device) are
@@ -112,10 +125,15 @@ def preflight_inputs(wildcards):
     }
 
 
+def merge_wildcard(wildcards):
+    """The merge id: wildcard `merge` (merge rule) or `model` (merge_evaluate)."""
+    return getattr(wildcards, "merge", None) or wildcards.model
+
+
 def merge_inputs(wildcards):
     """The pre-flight records of the base and the members (each made from its checkpoint's
     folder, so the folders are not inputs again: a DAG edge per file costs at paper scale)."""
-    m = STUDY.merge(wildcards.base, wildcards.merge)
+    m = STUDY.merge(wildcards.base, merge_wildcard(wildcards))
     return {
         "info": [results(f"checkpoints/{wildcards.base}/base.json")]
         + [results(f"checkpoints/{wildcards.base}/expert-{e}.json") for e in m.subset.members],
@@ -124,7 +142,7 @@ def merge_inputs(wildcards):
 
 def merge_checkpoints(wildcards):
     """Folders of the base and the members, in the order of merge_inputs' records."""
-    m = STUDY.merge(wildcards.base, wildcards.merge)
+    m = STUDY.merge(wildcards.base, merge_wildcard(wildcards))
     return {
         "base": STUDY.bases[wildcards.base].model.path,
         "experts": [STUDY.checkpoint(wildcards.base, f"expert-{e}").path for e in m.subset.members],
@@ -132,7 +150,7 @@ def merge_checkpoints(wildcards):
 
 
 def merge_params(wildcards):
-    m = STUDY.merge(wildcards.base, wildcards.merge)
+    m = STUDY.merge(wildcards.base, merge_wildcard(wildcards))
     return {
         "base": wildcards.base,
         "merge_id": m.merge_id,
@@ -156,6 +174,19 @@ def eval_inputs(wildcards):
     else:  # hub benchmark datasets, fetched once (rules/fetch.smk); the demo's are generated
         inputs["data"] = DATA_INDEX
     return inputs
+
+
+def merge_eval_inputs(wildcards):
+    """A merged model's job: the pre-flight records of the base and the members, and the
+    benchmark data (the model is made by the job itself)."""
+    inputs = eval_inputs(wildcards)
+    del inputs["model"]
+    return {**inputs, **merge_inputs(wildcards)}
+
+
+def merge_job(wildcards):
+    """What merge_evaluate merges: spec, the checkpoint folders and the dtype."""
+    return {"spec": merge_params(wildcards), "checkpoints": merge_checkpoints(wildcards), "dtype": MERGE_CFG["dtype"]}
 
 
 def eval_params(wildcards):

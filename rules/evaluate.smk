@@ -9,8 +9,10 @@ from wildmerge.smk import alternatives_regex
 
 # the records this run writes (None: every model's); others are plain inputs, made by no job
 _RECORDS = STUDY.pending_records()
+RECORD_PATTERN = "[0-9a-f]{16}" if _RECORDS is None else alternatives_regex(_RECORDS) or "(?!)"
 
 
+# the base and the experts
 rule evaluate:
     input:
         unpack(eval_inputs),
@@ -21,19 +23,47 @@ rule evaluate:
     benchmark:
         results("benchmarks/evaluate/{base}/{model}/{record}.tsv")
     wildcard_constraints:
-        record="[0-9a-f]{16}" if _RECORDS is None else alternatives_regex(_RECORDS) or "(?!)",
+        model="base|expert-[A-Za-z0-9][A-Za-z0-9_.-]*",
+        record=RECORD_PATTERN,
     params:
         **eval_settings(),
         spec=eval_params,
     threads: 1
-    # a ready evaluation goes before new merges, so a (temporary) merged model is scored
-    # and deleted before more are written: peak disk stays near (parallel jobs) x one model
+    # a ready evaluation goes before new merges (evaluate_suite), so a temporary merged model
+    # is scored and deleted before more are written: peak disk near (parallel jobs) x one model
     priority: 10
     resources:
         **rule_resources("evaluate", gpu=1),
     retries: 1
-    group:
-        "merge_eval"
+    conda:
+        "../envs/wildmerge.yaml"
+    script:
+        "../scripts/evaluate.py"
+
+
+# a merged model: one job merges it (wildmerge.merged_model; a kept one is reused), scores it
+# and deletes it unless merge.keep_models -- its weights never leave the job's node, and the
+# paper study's DAG has one job per merged model, not two (merge rule: rules/merge.smk)
+rule merge_evaluate:
+    input:
+        unpack(merge_eval_inputs),
+    output:
+        record=results("evaluations/{base}/{model}/{record}.json"),
+    log:
+        results("logs/merge_evaluate/{base}/{model}/{record}.log"),
+    benchmark:
+        results("benchmarks/merge_evaluate/{base}/{model}/{record}.tsv")
+    wildcard_constraints:
+        model="m-[0-9a-f]{12}",
+        record=RECORD_PATTERN,
+    params:
+        **eval_settings(),
+        spec=eval_params,
+        merge=merge_job,
+    threads: 1
+    resources:
+        **merge_eval_resources(),
+    retries: 1
     conda:
         "../envs/wildmerge.yaml"
     script:

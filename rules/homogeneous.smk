@@ -12,6 +12,9 @@ use rule evaluate as evaluate_suite with:
     wildcard_constraints:
         base="[^/]+",
         model="[^/]+",
+    # a merged model and its suite evaluations: one SLURM job on one node (profiles/slurm)
+    group:
+        "merge_eval"
     params:
         spec=eval_params,
         benchmarks=lambda wc: [{"name": b} for b in STUDY.suites[(wc.base, wc.suite)]],

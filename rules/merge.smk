@@ -1,4 +1,6 @@
-# One job per merged model: mergekit merges a subset of experts into the base.
+# A merged model on its own (wildmerge.merged_model): for the homogeneous groups' suites
+# (rules/homogeneous.smk) and for a manifest lost after its model was scored. The study's own
+# merged models are made by the job that scores them (rules/evaluate.smk: merge_evaluate).
 
 
 rule merge:

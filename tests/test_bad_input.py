@@ -140,7 +140,7 @@ def test_merge_that_overflows_names_the_experts_and_is_not_retried(tmp_path):
     import yaml
     from test_preflight import make_ckpt
 
-    from workflow_helpers import dry_run_job_wildcards
+    from workflow_helpers import dry_run_job_wildcards, evaluation_record
 
     cfg, base, experts = _tiny_study(tmp_path)
     make_ckpt(tmp_path / "ckpt" / "b-trained", seed=1)  # b: other weights, same layout
@@ -149,12 +149,15 @@ def test_merge_that_overflows_names_the_experts_and_is_not_retried(tmp_path):
     cfg["methods"] = {"ta": {"method": "task_arithmetic", "params": {"lambda": 1.0e39, "normalize": False}}}
     config = tmp_path / "study.yaml"
     config.write_text(yaml.safe_dump(cfg))
-    (wc,) = dry_run_job_wildcards(tmp_path, config=config)["merge"]
-    mid = wc.split("merge=")[1].split(",")[0].strip()
+    (wc,) = dry_run_job_wildcards(tmp_path, config=config)["merge_evaluate"]
+    mid = wc.split("model=")[1].split(",")[0].strip()
     target = f"results/demo/manifests/tiny/{mid}.json"
-    proc = smk(tmp_path, "--cores", "1", "--retries", "1", target, config=config, check=False)
+    # the job that merges and scores it, retried once: the retry refuses at once
+    record = evaluation_record(tmp_path, config, "tiny", mid)
+    proc = smk(tmp_path, "--cores", "1", "--retries", "1", record, config=config, check=False)
     assert proc.returncode != 0
-    log = (tmp_path / f"results/demo/logs/merge/tiny/{mid}.log").read_text()
+    (log_file,) = (tmp_path / f"results/demo/logs/merge_evaluate/tiny/{mid}").glob("*.log")
+    log = log_file.read_text()
     assert f"merge {mid} of base 'tiny' (method ta" in log
     assert "experts ['a', 'b']" in log and "non-finite values in" in log
     assert "the inputs of these tensors are finite in the base and in every expert (a, b)" in log

@@ -55,7 +55,7 @@ def changed(small_study: Path, name: str, edit) -> Path:
         ("eval_device", lambda c: c["evaluation"].update(device="cpu:0")),
         ("merge_device", lambda c: c["merge"].update(device="cpu:0")),
         ("models_dir", lambda c: c["merge"].update(models_dir="scratch/models")),
-        ("resources", lambda c: c.update(resources={"evaluate": {"mem_mb": 1000}, "merge": {"runtime": 5}})),
+        ("resources", lambda c: c.update(resources={"evaluate": {"mem_mb": 1000}, "merge": {"runtime": 5}, "merge_evaluate": {"gpu": 2}})),
         ("param_order", lambda c: c["methods"]["ties"].update(
             params={"normalize": True, "density": 0.5, "lambda": 1.0})),
         ("bench_order", lambda c: c["evaluation"].update(benchmarks=BENCHES[::-1])),
@@ -68,7 +68,7 @@ def test_execution_only_settings_and_no_op_edits_plan_no_job(small_study, name, 
 
 
 def test_thread_counts_plan_no_job(small_study):
-    threads = ["--set-threads", "merge=2", "evaluate=2", "preflight=2"]
+    threads = ["--set-threads", "merge=2", "evaluate=2", "merge_evaluate=2", "preflight=2"]
     assert dry_run_jobs(small_study, *threads, config=write_config(small_study / "same.yaml", SMALL)) == {}
 
 
@@ -87,8 +87,8 @@ def test_removing_a_benchmark_reruns_only_the_aggregation(small_study):
 def test_score_settings_rerun_every_evaluation(small_study):
     cfg = changed(small_study, "seed", lambda c: c["evaluation"].update(seed=7))
     jobs = dry_run_jobs(small_study, config=cfg)
-    assert jobs.pop("evaluate") == MODELS
-    assert jobs.pop("merge") == 1  # the temporary merged model is made again to be scored
+    assert jobs.pop("evaluate") == MODELS - 1
+    assert jobs.pop("merge_evaluate") == 1  # the temporary merged model is made again to be scored
     assert set(jobs) == AGGREGATION
 
 
@@ -100,8 +100,8 @@ def test_few_shot_of_one_benchmark_reruns_only_that_benchmark(small_study, tmp_p
     shutil.copytree(small_study, work, symlinks=True)
     cfg = changed(work, "fewshot", edit)
     jobs = dry_run_jobs(work, config=cfg)
-    assert jobs.pop("evaluate") == MODELS  # one job per model (its model loaded once) ...
-    assert jobs.pop("merge") == 1
+    assert jobs.pop("evaluate") == MODELS - 1  # one job per model (its model loaded once) ...
+    assert jobs.pop("merge_evaluate") == 1
     assert set(jobs) == AGGREGATION
     before = score_files(work)
     smk(work, "--cores", "2", config=cfg)
@@ -114,8 +114,8 @@ def test_few_shot_of_one_benchmark_reruns_only_that_benchmark(small_study, tmp_p
 def test_method_parameter_reruns_that_merge_only(small_study):
     cfg = changed(small_study, "density", lambda c: c["methods"]["ties"]["params"].update(density=0.3))
     jobs = dry_run_job_wildcards(small_study, config=cfg)
-    (merge,) = jobs.pop("merge")
-    assert jobs.pop("evaluate") == {merge.replace("merge=", "model=")}
+    (merge,) = jobs.pop("merge_evaluate")  # merged and scored in one job
+    assert "evaluate" not in jobs and "merge" not in jobs
     assert set(jobs) == AGGREGATION
 
 
@@ -125,8 +125,8 @@ def test_adding_a_benchmark_scores_only_the_new_pairs(small_study, tmp_path):
     before = score_files(work)
     cfg = changed(work, "more", lambda c: c["evaluation"]["benchmarks"].append("demo_facts"))
     jobs = dry_run_jobs(work, config=cfg)
-    assert jobs.pop("evaluate") == MODELS
-    assert jobs.pop("merge") == 1
+    assert jobs.pop("evaluate") == MODELS - 1
+    assert jobs.pop("merge_evaluate") == 1
     assert set(jobs) == AGGREGATION
 
     smk(work, "--cores", "2", config=cfg)
@@ -173,7 +173,7 @@ def test_budget_reruns_evaluations_reusing_kept_outcomes_and_growing_it_scores_o
     shutil.copytree(small_study, work, symlinks=True)
     half = changed(work, "half", lambda c: c["evaluation"].update(budget=0.5))
     jobs = dry_run_jobs(work, config=half)
-    assert jobs.pop("evaluate") == MODELS and jobs.pop("merge") == 1 and set(jobs) == AGGREGATION
+    assert jobs.pop("evaluate") == MODELS - 1 and jobs.pop("merge_evaluate") == 1 and set(jobs) == AGGREGATION
     smk(work, "--cores", "2", config=half)
     files = sorted((work / "results/small/scores").rglob("*.json"))
     recs = [json.loads(p.read_text()) for p in files]
@@ -184,3 +184,31 @@ def test_budget_reruns_evaluations_reusing_kept_outcomes_and_growing_it_scores_o
     recs = [json.loads(p.read_text()) for p in files]
     assert all(r["budget"]["n_items"] == 15 and r["budget"]["scored"] == 0 for r in recs)  # all kept from the full run
     assert dry_run_jobs(work, config=grown) == {}
+
+
+def test_a_kept_merged_model_is_reused_by_its_next_evaluation(small_study, tmp_path):
+    """merge.keep_models: the job that scores a new benchmark merges the (temporary, gone) model
+    once and keeps it; the next one reuses it (same folder, not written again)."""
+    work = tmp_path / "work"
+    shutil.copytree(small_study, work, symlinks=True)
+
+    def keep_with(*extra):
+        def edit(c):
+            c["merge"].update(keep_models=True)
+            c["evaluation"]["benchmarks"] += list(extra)
+        return edit
+
+    smk(work, "--cores", "2", config=changed(work, "keep1", keep_with("demo_facts")))
+    (model,) = (work / "results/small/models/tiny-llama").iterdir()
+    weights = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in model.iterdir()}
+    manifest = work / f"results/small/manifests/tiny-llama/{model.name}.json"
+    written = manifest.stat().st_mtime_ns
+    jobs = dry_run_jobs(work, config=changed(work, "keep2", keep_with("demo_facts", "demo_copy")))
+    assert jobs.pop("merge_evaluate") == 1 and "merge" not in jobs
+    smk(work, "--cores", "2", config=changed(work, "keep2", keep_with("demo_facts", "demo_copy")))
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in model.iterdir()} == weights
+    assert manifest.stat().st_mtime_ns == written
+    logs = sorted((work / f"results/small/logs/merge_evaluate/tiny-llama/{model.name}").glob("*.log"),
+                  key=lambda p: p.stat().st_mtime_ns)
+    assert "reusing the merged model" in logs[-1].read_text()
+    assert (work / f"results/small/scores/tiny-llama/{model.name}/demo_copy.json").exists()

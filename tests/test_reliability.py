@@ -64,16 +64,16 @@ def test_sigkill_mid_write_is_not_accepted_as_complete(demo_run, tmp_path, stage
 
     # not accepted as complete: a plain run either refuses the incomplete outputs or, where
     # none survived, schedules the job again; a rerun (as the SLURM profile does) redoes it
-    killed = f"base=tiny-llama, {'merge' if stage == 'merge' else 'model'}={mid}"
+    killed = f"base=tiny-llama, model={mid}"  # merged and scored in one job: merge_evaluate
     # (score files are written atomically one by one: those complete before the kill are kept,
-    # the job is planned again over the other benchmarks, in an evaluate* rule)
+    # the job is planned again over the other benchmarks; the merged model, complete, is reused)
     plain = smk(tmp_path, "-n", *targets, check=False)
     if plain.returncode != 0:
         assert "incomplete" in (plain.stdout + plain.stderr).lower()
     else:
         assert killed in plain.stdout
     jobs = dry_run_job_wildcards(tmp_path, "--rerun-incomplete", *targets)
-    assert killed in set().union(*(w for r, w in jobs.items() if r.startswith(stage)))
+    assert killed in jobs["merge_evaluate"]
     smk(tmp_path, "--unlock", *targets)  # the killed run's lock, as after any crash
     smk(tmp_path, "--cores", "1", "--rerun-incomplete", *targets)
     for bench_file in (demo_run / "results/demo/scores/tiny-llama" / mid).glob("*.json"):

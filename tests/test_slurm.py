@@ -14,7 +14,7 @@ import pytest
 from workflow_helpers import OFFLINE, REPO, SNAKEMAKE
 
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
-GPU_RULES = {"merge", "evaluate"}  # and their group jobs, "merge_eval_*"
+GPU_RULES = {"merge", "evaluate", "merge_evaluate"}  # and the group jobs, "merge_eval"
 CPU_RULES = {"demo_base", "demo_expert", "demo_tasks", "preflight", "geometry"}
 
 
@@ -48,7 +48,7 @@ def _rule_of(call: str) -> str:
     """The rule (or group) a submission is for, from the executor's --comment."""
     comment = call.split("--comment", 1)[1].split()[0].strip("'\"=")
     name = comment.removeprefix("rule_").split("_wildcards_")[0]
-    return "merge_eval" if name.startswith("merge_eval") else name
+    return "merge_eval" if name.startswith("merge_eval") and name != "merge_evaluate" else name
 
 
 def test_demo_study_through_slurm_profile_equals_local_run(slurm_env, demo_run, tmp_path):
@@ -82,7 +82,7 @@ def test_demo_study_through_slurm_profile_equals_local_run(slurm_env, demo_run, 
     by_rule: dict[str, list[str]] = {}
     for c in calls:
         by_rule.setdefault(_rule_of(c), []).append(c)
-    assert "merge_eval" in by_rule and set(by_rule) & CPU_RULES, sorted(by_rule)
+    assert "merge_evaluate" in by_rule and set(by_rule) & CPU_RULES, sorted(by_rule)
     for rule, rule_calls in by_rule.items():
         for c in rule_calls:
             asks_gpu = "--gpus" in c or "--gres=gpu" in c
@@ -91,5 +91,5 @@ def test_demo_study_through_slurm_profile_equals_local_run(slurm_env, demo_run, 
             else:
                 assert not asks_gpu, f"CPU rule {rule} asked for a GPU: {c}"
             assert "--requeue" in c
-    # merged weights are temporary and each merge ran with its evaluation in one job
+    # merged weights are temporary: each merged model was made and scored in one job
     assert not any((work / "results/demo/models").glob("*/m-*"))

@@ -89,8 +89,9 @@ def test_paper_config_dry_run_offline(tmp_path):
     # per base: 5 sizes x 15 subsets + the single n=12 subset, 7 methods; plus the Appendix C
     # sweeps on all 12 experts (16 + 30 + 8 points, less those equal to a main method's merge)
     sweeps = 4 * (16 + 30 + 8 - 3)
-    assert counts["merge"] == 4 * (5 * 15 + 1) * 7 + sweeps
-    assert counts["evaluate"] == 4 * (1 + 12 + (5 * 15 + 1) * 7) + sweeps
+    # one job per merged model (merged and scored together), one per checkpoint
+    assert counts["merge_evaluate"] == 4 * (5 * 15 + 1) * 7 + sweeps and "merge" not in counts
+    assert counts["evaluate"] == 4 * (1 + 12)
     assert counts["ablations"] == 3
 
 
@@ -177,8 +178,8 @@ def test_adding_a_checkpoint_reruns_only_what_includes_it(demo_run, tmp_path):
     jobs = dry_run_job_wildcards(demo_run, config=write_config(tmp_path / "grown.yaml", cfg))
     assert jobs.pop("demo_expert") == {"expert=copy_count"}
     assert jobs.pop("preflight") == {"base=tiny-llama, checkpoint=expert-copy_count"}
-    assert jobs.pop("merge") == {f"base=tiny-llama, merge={m}" for m in new}
-    assert jobs.pop("evaluate") == {f"base=tiny-llama, model={m}" for m in new | {"expert-copy_count"}}
+    assert jobs.pop("merge_evaluate") == {f"base=tiny-llama, model={m}" for m in new}
+    assert jobs.pop("evaluate") == {"base=tiny-llama, model=expert-copy_count"}
     assert jobs.pop("geometry") == {"base=tiny-llama"}  # the pool's cosine matrix
     assert set(jobs) == {"collect", "tables", "item_tables", "figures", "all"}
 
@@ -187,14 +188,14 @@ def test_changed_method_parameter_reruns_only_that_method(demo_run, tmp_path):
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     cfg["methods"]["ties"]["params"]["density"] = 0.2
     jobs = dry_run_job_wildcards(demo_run, config=write_config(tmp_path / "ties.yaml", cfg))
-    merges = {w.split("merge=")[1] for w in jobs.pop("merge")}
+    merges = {w.split("model=")[1] for w in jobs.pop("merge_evaluate")}
     assert len(merges) == 2 + 2 + 1
     sys.path.insert(0, str(REPO))
     from wildmerge.study import Study
 
     study = Study(cfg).bases["tiny-llama"].merges
     assert {study[m].method for m in merges} == {"ties"}
-    assert {w.split("model=")[1] for w in jobs.pop("evaluate")} == merges
+    assert "evaluate" not in jobs and "merge" not in jobs
     assert set(jobs) == {"collect", "tables", "item_tables", "figures", "all"}
 
 
@@ -227,7 +228,7 @@ def test_ablation_sweeps_on_the_demo(demo_run, tmp_path):
     shared = {p.merge_id for pts in study.ablations.values() for p in pts} - set(new)
     assert shared and shared <= set(study.bases["tiny-llama"].merges)  # e.g. TA lambda=1 normalized
     jobs = dry_run_jobs(work, config=configs)
-    assert jobs["merge"] == len(new) == 6 + 4 + 3 - len(shared)
+    assert jobs["merge_evaluate"] == len(new) == 6 + 4 + 3 - len(shared) and "merge" not in jobs
     assert jobs["ablations"] == 3
 
     smk(work, "--cores", "2", config=configs)
@@ -258,7 +259,7 @@ def test_homogeneous_vs_heterogeneous_merges_on_the_demo(demo_run, tmp_path):
     assert jobs["merge"] == 3 * 3
     # base on 2 suites, 3 + 3 experts on their suite, 3 x (group merge + all-merge on 2 suites)
     assert jobs["evaluate_suite"] == 2 + 6 + 3 * (2 + 2)
-    assert "evaluate" not in jobs and jobs["demo_expert"] == 1  # copy_count, outside the main pool
+    assert "evaluate" not in jobs and "merge_evaluate" not in jobs and jobs["demo_expert"] == 1  # copy_count, outside the main pool
 
     smk(work, "--cores", "2", config=configs)
     res = work / "results" / "demo"
