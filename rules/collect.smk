@@ -18,7 +18,7 @@ rule collect:
         results("logs/collect.log"),
     params:
         # read; inputs only where missing: a merge whose model is scored needs no job (or edge)
-        manifests=[results(f"manifests/{b.name}/{m}.json") for b in STUDY.bases.values() for m in b.merges],
+        manifests=[STUDY.manifest_file(b.name, m) for b in STUDY.bases.values() for m in b.merges],
         scores=STUDY.score_dirs(MODELS),
         benchmarks=BENCHMARKS,
         # removed when a score file is invalid, so no table or figure outlives its scores.csv

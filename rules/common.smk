@@ -166,22 +166,24 @@ def merge_params(wildcards):
 def eval_inputs(wildcards):
     inputs = {"model": STUDY.model_dir(wildcards.base, wildcards.model)}
     if wildcards.model.startswith("m-"):
-        inputs["info"] = results(f"manifests/{wildcards.base}/{wildcards.model}.json")
+        inputs["info"] = STUDY.manifest_file(wildcards.base, wildcards.model)
     else:
         inputs["info"] = results(f"checkpoints/{wildcards.base}/{wildcards.model}.json")
+    return {**inputs, **benchmark_inputs()}
+
+
+def benchmark_inputs():
+    """The benchmarks an evaluation reads: the demo's generated tasks, or the hub datasets'
+    index (fetched once, rules/fetch.smk)."""
     if EVAL_CFG["include_path"] == "demo":
-        inputs["tasks"] = "resources/demo/tasks"
-    else:  # hub benchmark datasets, fetched once (rules/fetch.smk); the demo's are generated
-        inputs["data"] = DATA_INDEX
-    return inputs
+        return {"tasks": "resources/demo/tasks"}
+    return {"data": DATA_INDEX}
 
 
 def merge_eval_inputs(wildcards):
     """A merged model's job: the pre-flight records of the base and the members, and the
     benchmark data (the model is made by the job itself)."""
-    inputs = eval_inputs(wildcards)
-    del inputs["model"]
-    return {**inputs, **merge_inputs(wildcards)}
+    return {**merge_inputs(wildcards), **benchmark_inputs()}
 
 
 def merge_job(wildcards):
@@ -230,7 +232,7 @@ def ablation_score_dirs(wildcards):
 
 
 def ablation_manifests(wildcards):
-    return [results(f"manifests/{b}/{m}.json") for b, m in STUDY.ablation_merge_ids(wildcards.ablation)]
+    return [STUDY.manifest_file(b, m) for b, m in STUDY.ablation_merge_ids(wildcards.ablation)]
 
 
 def final_outputs():

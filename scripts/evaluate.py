@@ -50,7 +50,7 @@ else:  # evaluate: the pending benchmarks (Study.pending_benchmarks), into the s
     if hasattr(p, "merge"):  # merge_evaluate: the merged model is made here
         from wildmerge.merged_model import make_merged_model, reusable_manifest
 
-        manifest_path = study.result(f"manifests/{base}/{model}.json")
+        manifest_path = study.manifest_file(base, model)
         infos = list(smk.input.info)
         job = p.merge  # spec, checkpoint folders, dtype (common.smk: merge_job)
         info = reusable_manifest(manifest_path, model_dir, job["spec"], infos, job["dtype"])

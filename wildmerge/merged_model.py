@@ -76,7 +76,7 @@ def make_merged_model(
     norm = task_vector_norm(checkpoints["base"], out_dir)
     manifest = {
         **spec,
-        "inputs": {"base": info[0], "experts": dict(zip(spec["members"], info[1:]))},
+        "inputs": _inputs_record(spec, info),
         "output": {
             "path": str(out_dir),
             "sha256": model_hash(out_dir),
@@ -91,6 +91,11 @@ def make_merged_model(
     atomic_write_json(Path(manifest_path), manifest)
     log.info("merged in %.1fs, ||merged - base||_2 = %.4f", t_merge, norm)
     return manifest
+
+
+def _inputs_record(spec: Mapping[str, Any], info: Sequence[Any]) -> dict[str, Any]:
+    """The manifest's ``inputs``: the base's and each member's pre-flight record."""
+    return {"base": info[0], "experts": dict(zip(spec["members"], info[1:]))}
 
 
 def reusable_manifest(
@@ -110,7 +115,7 @@ def reusable_manifest(
     same = (
         all(manifest.get(k) == v for k, v in spec.items())
         and manifest.get("dtype") == dtype
-        and manifest.get("inputs") == {"base": info[0], "experts": dict(zip(spec["members"], info[1:]))}
+        and manifest.get("inputs") == _inputs_record(spec, info)
         and (manifest.get("output") or {}).get("path") == str(out_dir)
     )
     return manifest if same else None

@@ -275,6 +275,10 @@ class Study:
         """Folder of a model's score files, one ``<benchmark>.json`` per benchmark."""
         return self.result(f"scores/{base}/{model}")
 
+    def manifest_file(self, base: str, merge_id: str) -> str:
+        """A merged model's manifest (wildmerge.merged_model): its inputs, output hash and norm."""
+        return self.result(f"manifests/{base}/{merge_id}.json")
+
     def score_file(self, base: str, model: str, bench: str) -> str:
         return f"{self.score_dir(base, model)}/{bench}.json"
 
@@ -430,7 +434,7 @@ class Study:
         is gone: the aggregation's inputs, so those merges run again (the others are read)."""
         out = []
         for b, m in pairs:
-            path = self.result(f"manifests/{b}/{m}.json")
+            path = self.manifest_file(b, m)
             if m.startswith("m-") and not self.is_pending(b, m) and not os.path.exists(path):
                 out.append(path)
         return out
