@@ -194,7 +194,8 @@ def run_stats(work: Path, result: Timed) -> RunStats:
 
 def _work_done(work: Path) -> dict[str, float]:
     """What the demo's jobs compute: training steps, merged bytes, scored items."""
-    done: dict[str, float] = {"steps": 0, "train_s": 0.0, "merged_bytes": 0, "merge_s": 0.0}
+    done: dict[str, float] = {"steps": 0, "train_s": 0.0, "merged_bytes": 0, "merge_s": 0.0,
+                              "merged_items": 0, "checkpoint_items": 0}
     for meta in (work / "resources").glob("demo/**/wildmerge_demo.json"):
         rec = json.loads(meta.read_text())
         done["steps"] += rec.get("steps", 0)
@@ -206,9 +207,9 @@ def _work_done(work: Path) -> dict[str, float]:
     models: dict[str, set[Path]] = {"checkpoint": set(), "merged": set()}
     for score in work.glob("results/*/scores/*/*/*.json"):
         rec = json.loads(score.read_text())
-        kind = "checkpoint" if score.parent.name == "base" or score.parent.name.startswith("expert-") else "merged"
+        kind = "merged" if score.parent.name.startswith("m-") else "checkpoint"  # merge ids are m-<hash>
         n = rec.get("n_samples")
-        done[f"{kind}_items"] = done.get(f"{kind}_items", 0) + (n.get("effective", 0) if isinstance(n, dict) else 0)
+        done[f"{kind}_items"] += n.get("effective", 0) if isinstance(n, dict) else 0
         models[kind].add(score.parent)
     for kind, dirs in models.items():
         done[f"{kind}_models"] = len(dirs)
@@ -308,9 +309,9 @@ def table(mach: dict[str, str], runs: list[RunStats], floors: dict[str, float], 
     work_text = {
         "demo training": f"{w['steps']:.0f} optimiser steps of 64 examples ({w['train_s']:.0f} s inside the jobs)",
         "merged models (merged and scored in one job)": (
-            f"{w.get('merged_models', 0):.0f} models merged ({w['merged_bytes'] / 1e6:.1f} MB written, "
-            f"{w['merge_s']:.0f} s inside mergekit) and scored ({w.get('merged_items', 0):.0f} items)"),
-        "checkpoint evaluations": f"{w.get('checkpoint_models', 0):.0f} models scored ({w.get('checkpoint_items', 0):.0f} items)",
+            f"{w['merged_models']:.0f} models merged ({w['merged_bytes'] / 1e6:.1f} MB written, "
+            f"{w['merge_s']:.0f} s inside mergekit) and scored ({w['merged_items']:.0f} items)"),
+        "checkpoint evaluations": f"{w['checkpoint_models']:.0f} models scored ({w['checkpoint_items']:.0f} items)",
         "expert geometry": "one streaming pass over the experts",
     }
     known = 0.0
