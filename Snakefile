@@ -41,7 +41,7 @@ WARM_WORKER = []
 
 onstart:
     # folders of merges killed mid-write (their rerun may be another merge after a config change)
-    from wildmerge.leftovers import remove_partial_merges
+    from wildmerge.merging.leftovers import remove_partial_merges
 
     for p in remove_partial_merges(STUDY.models_dir):
         print(f"removed {p} (left by a killed merge)", file=sys.stderr)

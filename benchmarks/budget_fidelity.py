@@ -4,7 +4,7 @@ Runs the demo zoo (tiny base, 8 experts, 2 subsets each of n = 2, 4 and all 8, t
 on its own larger tasks: ``fid_compare`` (1,000 items) and the group ``fid_mix`` of
 ``fid_copy`` and ``fid_count`` (1,000 items each: the stratified case), with per-item outcomes,
 then for each budget (10 %, 25 %, 50 %) draws the sample the workflow draws
-(``wildmerge.budget.sample_ids``: same seed, same strata) and recomputes the Table 1/3 cells on
+(``wildmerge.evaluation.budget.sample_ids``: same seed, same strata) and recomputes the Table 1/3 cells on
 the sampled items. A budgeted evaluation's outcomes are the full evaluation's outcomes of the
 sampled items (``tests/test_items.py`` checks this on real lm-eval runs), so this is the
 budgeted study's result without evaluating it again. Prints, per budget:
@@ -37,12 +37,12 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from wildmerge.scores import read_scores  # noqa: E402
-from wildmerge.budget import sample_ids  # noqa: E402
+from wildmerge.aggregate.scores import read_scores  # noqa: E402
+from wildmerge.evaluation.budget import sample_ids  # noqa: E402
 from wildmerge.demo.skills import SKILLS, eval_examples, eval_item  # noqa: E402
 from wildmerge.demo.tasks import task_config  # noqa: E402
-from wildmerge.items import read_items  # noqa: E402
-from wildmerge.item_tables import paired_tables  # noqa: E402
+from wildmerge.evaluation.items import read_items  # noqa: E402
+from wildmerge.aggregate.item_tables import paired_tables  # noqa: E402
 
 N_ITEMS = 1000
 SEED = 1234

@@ -102,7 +102,7 @@ def floor_shape(configfile: str, out: Path) -> None:
     from snakemake.utils import validate
 
     sys.path.insert(0, str(REPO))
-    from wildmerge.study import Study
+    from wildmerge.study.plan import Study
 
     config = yaml.safe_load((REPO / configfile).read_text())
     validate(config, str(REPO / "schemas/config.schema.yaml"))

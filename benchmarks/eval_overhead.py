@@ -4,7 +4,7 @@ Builds (reused when already there) the 8 demo lm-eval tasks (``wildmerge.demo.ma
 and a random-init tiny demo Llama (``wildmerge.demo.train.model_config()`` + the demo
 tokenizer; nothing is trained), then times, interleaved, the median of ``--repeats`` of:
 
-* ``wildmerge`` -- a fresh Python process calling ``wildmerge.evaluate.evaluate_model`` on
+* ``wildmerge`` -- a fresh Python process calling ``wildmerge.evaluation.lm_eval_run.evaluate_model`` on
   all 8 tasks and writing the per-task score JSONs, as the evaluate job does (config.yaml's
   evaluation settings: batch size 64, cpu, float32, seed 1234);
 * ``lm_eval``   -- ``lm_eval run --model hf --model_args pretrained=DIR,dtype=float32 --tasks
@@ -54,7 +54,7 @@ def _counting(cls, *args, **kwargs):
     loads.append(cls.__name__)
     return _orig(cls, *args, **kwargs)
 transformers.PreTrainedModel.from_pretrained = classmethod(_counting)
-from wildmerge.evaluate import evaluate_model
+from wildmerge.evaluation.lm_eval_run import evaluate_model
 values = evaluate_model(a["model"], [{"name": t} for t in a["tasks"]], a["out_files"], include_path=a["include_path"],
                         batch_size=a["batch_size"], device="cpu", dtype=a["dtype"], seed=a["seed"])
 print("BENCH " + json.dumps({"loads": loads, "values": values}))

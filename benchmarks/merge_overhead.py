@@ -10,14 +10,14 @@ Then, for Table 1's methods with the parameters of the repo's ``config.yaml`` (t
 model_stock), it times in the same run, interleaved, with a warm page cache (all inputs
 read once first), the median of ``--repeats`` repetitions of:
 
-* ``wildmerge``  -- ``wildmerge.merge.merge(...)`` in a fresh Python process (startup +
+* ``wildmerge``  -- ``wildmerge.merging.mergekit_run.merge(...)`` in a fresh Python process (startup +
   imports + config building/validation + mergekit's ``run_merge`` + the finiteness check
   of every output tensor + the atomic rename), as the Snakemake merge job runs it;
 * ``job``        -- the whole merge job: ``scripts/merge.py`` run in a fresh process with a
   stand-in ``snakemake`` object (adds ``task_vector_norm``, ``model_hash`` and the manifest);
   by default for the first method only (``--job-methods``): its extra cost is method-independent;
 * ``mergekit``   -- the bare ``mergekit-yaml`` CLI on the very YAML wildmerge builds
-  (``wildmerge.merge.build_config``) with the options wildmerge passes to ``run_merge``;
+  (``wildmerge.merging.mergekit_run.build_config``) with the options wildmerge passes to ``run_merge``;
 * ``floor``      -- the I/O floor: read every input safetensors file fully and write one
   output-sized file (``shutil.copyfile`` of the base weights).
 
@@ -69,7 +69,7 @@ import json, sys
 a = json.loads(sys.argv[1])
 import torch
 torch.set_num_threads(a["threads"])
-from wildmerge.merge import merge
+from wildmerge.merging.mergekit_run import merge
 merge(a["base"], a["experts"], a["method"], a["params"], a["out"], dtype=a["dtype"], device="cpu")
 """
 
@@ -194,12 +194,12 @@ def write_info(work: Path, base: Path, models: list[Path]) -> list[Path]:
     """The checkpoint records the merge job reads (``rule preflight``'s JSONs).
 
     Content hash from the build; the pre-flight report is made fresh with
-    ``wildmerge.preflight.check_checkpoint`` when that exists (cheap: headers only).
+    ``wildmerge.preflight.checks.check_checkpoint`` when that exists (cheap: headers only).
     """
     from wildmerge.provenance import atomic_write_json, read_json
 
     try:
-        from wildmerge.preflight import check_checkpoint
+        from wildmerge.preflight.checks import check_checkpoint
     except ImportError:
         check_checkpoint = None
     paths = []
@@ -320,7 +320,7 @@ def main() -> int:
     model_bytes = sum(f.stat().st_size for f in weight_files(base))
     n_params = sum(math.prod(s) for s in tensor_shapes(args).values())
 
-    from wildmerge.merge import DEFAULT_OUT_SHARD_SIZE, build_config
+    from wildmerge.merging.mergekit_run import DEFAULT_OUT_SHARD_SIZE, build_config
 
     methods = method_specs([m for m in args.methods.split(",") if m])
     configs: dict[str, Path] = {}

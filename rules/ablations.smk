@@ -5,7 +5,7 @@
 rule ablations:
     input:
         records=ablation_records,
-        manifests=lambda wc: STUDY.missing_manifests(STUDY.ablation_merge_ids(wc.ablation)),
+        manifests=lambda wc: RERUNS.missing_manifests(STUDY.ablation_merge_ids(wc.ablation)),
     output:
         table=results("ablations/{ablation}.csv"),
         accuracy=report(

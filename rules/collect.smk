@@ -8,9 +8,9 @@ rule collect:
     input:
         # the records of this run's evaluation jobs; the score files (params.scores) are
         # read from their folders, one per model
-        records=STUDY.evaluation_records(MODELS),
+        records=RERUNS.evaluation_records(MODELS),
         # (only those whose model has nothing to score and that are gone: made again)
-        manifests=STUDY.missing_manifests([(b.name, m) for b in STUDY.bases.values() for m in b.merges]),
+        manifests=RERUNS.missing_manifests([(b.name, m) for b in STUDY.bases.values() for m in b.merges]),
     output:
         scores=results("scores.csv"),
         norms=results("norms.csv"),

@@ -13,9 +13,17 @@ from wildmerge.smk import export_pythonpath  # noqa: E402
 # jobs (local, conda or SLURM) import the wildmerge package from this checkout
 export_pythonpath(workflow.basedir)
 
-from wildmerge.configcheck import ConfigFileError, check_config_files, check_schema, check_sources  # noqa: E402
-from wildmerge.benchmark_data import data_index_name  # noqa: E402
-from wildmerge.study import ConfigError, Study, canonical, check_study  # noqa: E402
+from wildmerge.hub.datasets import data_index_name  # noqa: E402
+from wildmerge.study.configcheck import (  # noqa: E402
+    ConfigFileError,
+    check_config_files,
+    check_schema,
+    check_sources,
+    check_study,
+)
+from wildmerge.study.model import ConfigError, canonical  # noqa: E402
+from wildmerge.study.plan import Study  # noqa: E402
+from wildmerge.study.rerun import Reruns  # noqa: E402
 
 CONFIG_FILES = [str(p) for p in (workflow.overwrite_configfiles or [f"{workflow.basedir}/config.yaml"])]
 try:  # short errors naming the file and key (snakemake's validate dumps the whole schema)
@@ -27,6 +35,7 @@ validate(config, workflow.source_path("../schemas/config.schema.yaml"))  # sets 
 
 try:
     STUDY = Study(config)
+    RERUNS = Reruns(STUDY)  # what is on disk already: pending benchmarks, evaluation records
     check_sources(STUDY)
     if workflow.is_main_process:  # not again in every cluster job
         check_study(STUDY, config)
@@ -40,7 +49,7 @@ BENCHMARKS = sorted(STUDY.benchmark_names)
 DATA_BENCHMARKS = sorted(set(BENCHMARKS).union(*STUDY.suites.values()))
 # named for the records' state too: a record gone (`wildmerge.hub update` moved its dataset) or
 # fetched again gives another name, so the index is made again (with the record fetched first)
-DATA_INDEX = f"resources/data/sets/{data_index_name(DATA_BENCHMARKS, STUDY.locked_commits)}.json"
+DATA_INDEX = f"resources/data/sets/{data_index_name(DATA_BENCHMARKS, RERUNS.locked_commits)}.json"
 MERGE_CFG = config["merge"]
 EVAL_CFG = config["evaluation"]
 DEMO_CFG = config["demo"]
@@ -224,7 +233,7 @@ def ablation_models(wildcards):
 
 
 def ablation_records(wildcards):
-    return STUDY.evaluation_records(ablation_models(wildcards))
+    return RERUNS.evaluation_records(ablation_models(wildcards))
 
 
 def ablation_score_dirs(wildcards):

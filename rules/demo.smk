@@ -15,7 +15,7 @@ rule demo_base:
     conda:
         "../envs/wildmerge.yaml"
     script:
-        "../scripts/demo_train_base.py"
+        "../scripts/demo_base.py"
 
 
 rule demo_expert:
@@ -33,7 +33,7 @@ rule demo_expert:
     conda:
         "../envs/wildmerge.yaml"
     script:
-        "../scripts/demo_train_expert.py"
+        "../scripts/demo_expert.py"
 
 
 rule demo_tasks:
@@ -48,4 +48,4 @@ rule demo_tasks:
     conda:
         "../envs/wildmerge.yaml"
     script:
-        "../scripts/demo_make_tasks.py"
+        "../scripts/demo_tasks.py"

@@ -1,14 +1,14 @@
 # Evaluation jobs: one per model with pending benchmarks (score file missing or computed with
-# other score-relevant settings or hub commits: Study.pending_benchmarks), its model loaded
+# other score-relevant settings or hub commits: Reruns.pending_benchmarks), its model loaded
 # once. Each (model, benchmark) has its own score file, so adding a benchmark scores only the
 # new pairs and never rewrites the others; a model whose scores are all current has no job.
-# The job's one output is its evaluation record, written last (Study.evaluation_record, a new
+# The job's one output is its evaluation record, written last (Reruns.evaluation_record, a new
 # name each time the model is pending); the score and per-item files are written by the job,
 # each atomically, and are not outputs: Snakemake tracks one file per job, not 2 per benchmark.
 from wildmerge.smk import alternatives_regex
 
 # the records this run writes (None: every model's); others are plain inputs, made by no job
-_RECORDS = STUDY.pending_records()
+_RECORDS = RERUNS.pending_records()
 RECORD_PATTERN = "[0-9a-f]{16}" if _RECORDS is None else alternatives_regex(_RECORDS) or "(?!)"
 
 
@@ -41,7 +41,7 @@ rule evaluate:
         "../scripts/evaluate.py"
 
 
-# a merged model: one job merges it (wildmerge.merged_model; a kept one is reused), scores it
+# a merged model: one job merges it (wildmerge.merging.merged_model; a kept one is reused), scores it
 # and deletes it unless merge.keep_models -- its weights never leave the job's node, and the
 # paper study's DAG has one job per merged model, not two (merge rule: rules/merge.smk)
 rule merge_evaluate:
@@ -67,4 +67,4 @@ rule merge_evaluate:
     conda:
         "../envs/wildmerge.yaml"
     script:
-        "../scripts/evaluate.py"
+        "../scripts/merge_evaluate.py"

@@ -2,7 +2,10 @@
 # alone and all together (merges come from the merge rule), scored on the groups' suites.
 
 
-use rule evaluate as evaluate_suite with:
+# a model (base, expert or a group's merge) scored on one group's suite
+rule evaluate_suite:
+    input:
+        unpack(eval_inputs),
     output:
         scores=directory(results("homogeneous/scores/{base}/{suite}/{model}")),
     log:
@@ -12,12 +15,22 @@ use rule evaluate as evaluate_suite with:
     wildcard_constraints:
         base="[^/]+",
         model="[^/]+",
+    params:
+        **eval_settings(),
+        spec=eval_params,
+        benchmarks=lambda wc: [{"name": b} for b in STUDY.suites[(wc.base, wc.suite)]],
+    threads: 1
+    priority: 10
+    resources:
+        **rule_resources("evaluate", gpu=1),
+    retries: 1
     # a merged model and its suite evaluations: one SLURM job on one node (profiles/slurm)
     group:
         "merge_eval"
-    params:
-        spec=eval_params,
-        benchmarks=lambda wc: [{"name": b} for b in STUDY.suites[(wc.base, wc.suite)]],
+    conda:
+        "../envs/wildmerge.yaml"
+    script:
+        "../scripts/evaluate_suite.py"
 
 
 rule homogeneous:

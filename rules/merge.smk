@@ -1,4 +1,4 @@
-# A merged model on its own (wildmerge.merged_model): for the homogeneous groups' suites
+# A merged model on its own (wildmerge.merging.merged_model): for the homogeneous groups' suites
 # (rules/homogeneous.smk) and for a manifest lost after its model was scored. The study's own
 # merged models are made by the job that scores them (rules/evaluate.smk: merge_evaluate).
 

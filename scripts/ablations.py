@@ -1,8 +1,8 @@
 """One hyperparameter sweep -> ablations/<name>.csv, accuracy-vs-parameter and -vs-L2-norm figures."""
 
-from wildmerge.ablations import ablation_table
-from wildmerge.collect import score_files
-from wildmerge.figures import plot_ablation, plot_ablation_norm
+from wildmerge.aggregate.ablations import ablation_table
+from wildmerge.aggregate.collect import score_files
+from wildmerge.aggregate.figures import plot_ablation, plot_ablation_norm
 from wildmerge.smk import setup_logging
 
 smk = snakemake  # noqa: F821

@@ -1,6 +1,6 @@
 """Every benchmark's dataset record (fetch_benchmark_data) in one file for the evaluation jobs."""
 
-from wildmerge.benchmark_data import write_index
+from wildmerge.hub.datasets import write_index
 from wildmerge.smk import setup_logging
 
 log = setup_logging(snakemake)  # noqa: F821

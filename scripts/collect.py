@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from wildmerge.collect import collect_norms, collect_scores, score_files
-from wildmerge.scorecheck import ScoreFileError
+from wildmerge.aggregate.collect import collect_norms, collect_scores, score_files
+from wildmerge.aggregate.scorecheck import ScoreFileError
 from wildmerge.smk import setup_logging
 
 smk = snakemake  # noqa: F821

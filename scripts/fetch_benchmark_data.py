@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from wildmerge.benchmark_data import fetch_dataset, task_datasets
+from wildmerge.hub.datasets import fetch_dataset, task_datasets
 from wildmerge.smk import setup_logging
 
 log = setup_logging(snakemake)  # noqa: F821

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from wildmerge.hub import fetch
+from wildmerge.hub.models import fetch
 from wildmerge.smk import setup_logging
 
 log = setup_logging(snakemake)  # noqa: F821

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from wildmerge.figures import plot_accuracy_vs_n, plot_norm_vs_n, plot_taskwise
+from wildmerge.aggregate.figures import plot_accuracy_vs_n, plot_norm_vs_n, plot_taskwise
 from wildmerge.smk import setup_logging
 
 smk = snakemake  # noqa: F821

@@ -3,7 +3,7 @@ per layer), each expert's task-vector norm, the cosine heatmap and the layer-sig
 
 from pathlib import Path
 
-from wildmerge.figures import plot_cosine_heatmap, plot_layer_signs
+from wildmerge.aggregate.figures import plot_cosine_heatmap, plot_layer_signs
 from wildmerge.geometry import pairwise_cosine
 from wildmerge.smk import setup_logging
 

@@ -2,8 +2,8 @@
 
 from collections import Counter
 
-from wildmerge.figures import plot_homogeneous
-from wildmerge.homogeneous import homogeneous_table, suite_accuracies
+from wildmerge.aggregate.figures import plot_homogeneous
+from wildmerge.aggregate.homogeneous import homogeneous_table, suite_accuracies
 from wildmerge.smk import setup_logging
 
 smk = snakemake  # noqa: F821

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from wildmerge.scores import read_scores
-from wildmerge.item_tables import write_paired_tables
+from wildmerge.aggregate.scores import read_scores
+from wildmerge.aggregate.item_tables import write_paired_tables
 from wildmerge.smk import setup_logging
 
 smk = snakemake  # noqa: F821

@@ -4,7 +4,7 @@ from wildmerge.warm import run_warm
 
 run_warm()  # in a local run: forked from the warm worker (imports done); returns here there
 
-from wildmerge.merged_model import make_merged_model  # noqa: E402
+from wildmerge.merging.merged_model import make_merged_model  # noqa: E402
 from wildmerge.smk import limit_threads, setup_logging  # noqa: E402
 
 smk = snakemake  # noqa: F821

@@ -5,8 +5,8 @@ record its content hash (and hub revision)."""
 from pathlib import Path
 
 from wildmerge.failures import clear, record, refuse_if_recorded
-from wildmerge.finite import NonFiniteWeightsError, nonfinite_tensors
-from wildmerge.preflight import PreflightError, check_checkpoint
+from wildmerge.preflight.finite import NonFiniteWeightsError, nonfinite_tensors
+from wildmerge.preflight.checks import PreflightError, check_checkpoint
 from wildmerge.provenance import atomic_write_json, checkpoint_record
 from wildmerge.smk import setup_logging
 

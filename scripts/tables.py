@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from wildmerge.tables import write_tables
+from wildmerge.aggregate.tables import write_tables
 from wildmerge.smk import setup_logging
 
 smk = snakemake  # noqa: F821

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from wildmerge.rendering import format_cell, to_markdown
-from wildmerge.scores import model_averages, read_scores
-from wildmerge.tables import TABLE_COLUMNS, table_vs_base, table_vs_best_expert, write_tables
+from wildmerge.aggregate.rendering import format_cell, to_markdown
+from wildmerge.aggregate.scores import model_averages, read_scores
+from wildmerge.aggregate.tables import TABLE_COLUMNS, table_vs_base, table_vs_best_expert, write_tables
 
 BENCH = ["bx", "by"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -244,7 +244,7 @@ def _is_png(path):
 
 
 def test_figures_write_pngs(tmp_path):
-    from wildmerge.figures import plot_accuracy_vs_n, plot_norm_vs_n, plot_taskwise
+    from wildmerge.aggregate.figures import plot_accuracy_vs_n, plot_norm_vs_n, plot_taskwise
 
     s = synthetic_scores()
     merged = s[s.role == "merged"].drop_duplicates("model_id")
@@ -259,7 +259,7 @@ def test_figures_write_pngs(tmp_path):
 
 def test_figures_single_base_single_subset(tmp_path):
     """One base, one subset per n (no std band), read back from CSV as the workflow does."""
-    from wildmerge.figures import plot_accuracy_vs_n, plot_norm_vs_n
+    from wildmerge.aggregate.figures import plot_accuracy_vs_n, plot_norm_vs_n
 
     s = synthetic_scores()
     s = s[(s.base == "b2") & ((s.role != "merged") | (s.subset_id != "s21"))]

@@ -10,9 +10,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-import wildmerge.merge as merging
-from wildmerge import tiny_models
-from wildmerge.preflight import preflight
+import wildmerge.merging.mergekit_run as merging
+from wildmerge.demo import tiny_models
+from wildmerge.preflight.checks import preflight
 
 
 def _perturb(src: Path, dst: Path, seed: int) -> Path:
@@ -100,7 +100,7 @@ def test_paper_architecture_all_methods_match_reference_and_score(tmp_path, arch
     import reference_merging as ref
     from transformers import AutoModelForCausalLM
 
-    from wildmerge.evaluate import evaluate_model
+    from wildmerge.evaluation.lm_eval_run import evaluate_model
 
     _, tied = tiny_models.ARCHITECTURES[arch]
     base = tiny_models.build(arch, tmp_path / "base")
@@ -193,7 +193,7 @@ def test_tied_expert_of_an_untied_base_merges_its_embedding_as_head(tmp_path):
 
 def test_untied_expert_of_a_tied_base_is_refused(tmp_path):
     """A separately trained head cannot live in the base's tied layout: refused, naming the key."""
-    from wildmerge.preflight import PreflightError
+    from wildmerge.preflight.checks import PreflightError
 
     base = tiny_models.build("qwen3-4b", tmp_path / "base")
     emb = load_file(base / "model.safetensors")["model.embed_tokens.weight"]

@@ -255,7 +255,7 @@ def test_missing_tokenizer_stops_preflight_naming_the_checkpoint(tmp_path):
 def test_nonfinite_merge_names_the_expert_it_came_from(tmp_path):
     """When pre-flight was bypassed (a checkpoint replaced after it passed), the merge's
     message re-checks the offending tensors' inputs and names the expert."""
-    from wildmerge.finite import explain_nonfinite_merge, nonfinite_tensors
+    from wildmerge.preflight.finite import explain_nonfinite_merge, nonfinite_tensors
 
     _, base, experts = _tiny_study(tmp_path)
     tensor = _poison(experts["b"], float("inf"))
@@ -274,7 +274,7 @@ def test_nonfinite_merge_names_the_expert_it_came_from(tmp_path):
 def test_collect_scores_names_a_spoiled_score_file_and_its_redo_command(tmp_path, spoil, why):
     import json
 
-    from wildmerge.collect import collect_scores
+    from wildmerge.aggregate.collect import collect_scores
 
     scores = tmp_path / "results/scores/tb"
     for model in ("base", "expert-a"):

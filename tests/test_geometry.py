@@ -162,7 +162,7 @@ def test_pairwise_cosine_matches_direct(zoo, chunk_elems):
 
 
 def test_cosine_heatmap_and_layer_signs_png(zoo, tmp_path):
-    from wildmerge.figures import plot_cosine_heatmap, plot_layer_signs
+    from wildmerge.aggregate.figures import plot_cosine_heatmap, plot_layer_signs
 
     _, _, base_dir, dirs = zoo
     cos, layers = pairwise_cosine(base_dir, dirs)

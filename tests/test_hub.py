@@ -239,7 +239,7 @@ def test_benchmark_data_fetched_once_at_locked_revision_then_checked_offline(hub
 
     def data(*args: str, offline: bool = False) -> subprocess.CompletedProcess[str]:
         e = {**env, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"} if offline else env
-        cmd = [sys.executable, "-m", "wildmerge.benchmark_data", *args, "--lock", str(lock)]
+        cmd = [sys.executable, "-m", "wildmerge.hub", "fetch-data", *args, "--lock", str(lock)]
         return subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=120)
 
     r = data("tinybench", "org/tinyds", "--out", str(tmp_path / "data/tinybench.json"))
@@ -401,7 +401,7 @@ def test_deterministic_failure_runs_once_under_the_slurm_profile(hub, tmp_path: 
 
 LOAD_TASK = """
 import json, sys
-from wildmerge.benchmark_data import use_fetched_data
+from wildmerge.hub.datasets import use_fetched_data
 if sys.argv[2]:
     use_fetched_data([sys.argv[2]])
 from lm_eval.tasks import TaskManager
@@ -421,7 +421,7 @@ def test_lm_eval_loads_the_locked_dataset_commit_offline_not_the_latest_cached(h
     state.repos["org/tinyds"] = ds
     tasks = tinybench_task(tmp_path)
     lock, one = tmp_path / "results/hub.lock", tmp_path / "data/tinybench.0.json"
-    r = subprocess.run([sys.executable, "-m", "wildmerge.benchmark_data", "tinybench", "org/tinyds", "--out", str(one),
+    r = subprocess.run([sys.executable, "-m", "wildmerge.hub", "fetch-data", "tinybench", "org/tinyds", "--out", str(one),
                         "--lock", str(lock)], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     record = tmp_path / "data/tinybench.json"  # what fetch_benchmark_data writes for the evaluation jobs
@@ -443,7 +443,7 @@ def test_lm_eval_loads_the_locked_dataset_commit_offline_not_the_latest_cached(h
 def test_a_score_file_names_the_locked_commits_it_was_computed_from() -> None:
     """What pre-run planning compares with the lock after `update`: the model's (or a merge's
     base and experts') hub commits, and the datasets of the score's own benchmark only."""
-    from wildmerge.hub_lock import recorded_commits
+    from wildmerge.hub.lock import recorded_commits
 
     def ck(source: str, commit: str) -> dict:
         return {"source": "org/x", "path": "p", "sha256": "s",

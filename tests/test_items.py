@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from wildmerge import tiny_models
+from wildmerge.demo import tiny_models
 
 
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory) -> Path:
     from wildmerge.demo.tasks import make_tasks
-    from wildmerge.evaluate import evaluate_model
+    from wildmerge.evaluation.lm_eval_run import evaluate_model
 
     work = tmp_path_factory.mktemp("items")
     tasks = make_tasks(work / "tasks", n_eval=20)
@@ -31,7 +31,7 @@ def scored(tmp_path_factory) -> Path:
 
 
 def test_items_file_matches_score_file(scored):
-    from wildmerge.items import read_items, read_items_meta
+    from wildmerge.evaluation.items import read_items, read_items_meta
 
     for bench in ("demo_count", "demo"):
         score = json.loads((scored / "m0" / f"{bench}.json").read_text())
@@ -48,7 +48,7 @@ def test_items_file_matches_score_file(scored):
 
 
 def test_item_ids_are_the_same_items_for_every_model(scored):
-    from wildmerge.items import read_items
+    from wildmerge.evaluation.items import read_items
 
     a, b = (read_items(scored / m / "demo.parquet") for m in ("m0", "m1"))
     assert list(a["item_id"]) == list(b["item_id"]) and list(a["doc_hash"]) == list(b["doc_hash"])
@@ -57,7 +57,7 @@ def test_item_ids_are_the_same_items_for_every_model(scored):
 
 
 def test_budget_sample_is_seeded_stratified_and_nested():
-    from wildmerge.budget import allocate, sample_ids
+    from wildmerge.evaluation.budget import allocate, sample_ids
 
     sizes = {"a": 1000, "b": 300, "c": 7}
     assert allocate(sizes, 0.1) == {"a": 100, "b": 30, "c": 1}
@@ -71,8 +71,8 @@ def test_budget_sample_is_seeded_stratified_and_nested():
 
 
 def test_budget_scores_the_sample_and_growing_it_scores_only_new_items(scored):
-    from wildmerge.evaluate import evaluate_model
-    from wildmerge.items import read_items
+    from wildmerge.evaluation.lm_eval_run import evaluate_model
+    from wildmerge.evaluation.items import read_items
 
     full = read_items(scored / "m0" / "demo.parquet").set_index("item_id")
     out = scored / "budget"
@@ -104,7 +104,7 @@ def test_budget_config_keys():
 
     import yaml
 
-    from wildmerge.study import ConfigError, Study
+    from wildmerge.study.plan import ConfigError, Study
 
     cfg = yaml.safe_load((Path(__file__).parent.parent / "config.yaml").read_text())
     plain = Study(cfg)

@@ -1,10 +1,10 @@
-"""Merge methods: wildmerge's registered mergekit methods and wildmerge.merge.merge.
+"""Merge methods: wildmerge's registered mergekit methods and wildmerge.merging.mergekit_run.merge.
 
 Every expected value comes from the small, independent NumPy reference
 implementations below (float64, written from the papers' equations), never
 from wildmerge code.  They are compared with (a) the registered methods called
 through mergekit's own ``merge_tensors`` API and (b) end-to-end merges of tiny
-random Llama models through ``wildmerge.merge.merge``.
+random Llama models through ``wildmerge.merging.mergekit_run.merge``.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from safetensors.torch import load_file, save_file
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-import wildmerge.methods  # noqa: E402  (registers the methods)
+import wildmerge.merging.methods  # noqa: E402  (registers the methods)
 from mergekit.merge_methods import get as get_method  # noqa: E402
 from mergekit.merge_methods import merge_tensors, registered_methods  # noqa: E402
-from wildmerge.merge import (  # noqa: E402
+from wildmerge.merging.mergekit_run import (  # noqa: E402
     NonFiniteTensorError,
     available_methods,
     merge,
@@ -82,7 +82,7 @@ def run_kernel(method, name, base, experts, params=None, dtype=None):
         tensors = [t.to(dtype) for t in tensors]
     params = dict(params or {})
     if "weight" in method_parameters(method):
-        params.setdefault("weight", 1.0)  # as wildmerge.merge gives every expert
+        params.setdefault("weight", 1.0)  # as wildmerge.merging.mergekit_run gives every expert
     return merge_tensors(tensors, method, base_index=0, name=name, parameters=params)
 
 
@@ -193,8 +193,8 @@ def test_low_precision_inputs_compute_in_fp32_and_keep_dtype():
 
 
 def test_registration_is_idempotent_and_specs():
-    importlib.reload(wildmerge.methods)
-    importlib.reload(wildmerge.methods)
+    importlib.reload(wildmerge.merging.methods)
+    importlib.reload(wildmerge.merging.methods)
     names = [m.spec.name for m in registered_methods()]
     for name in OURS:
         assert names.count(name) == 1

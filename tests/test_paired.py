@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from wildmerge.tables import table_vs_base
-from wildmerge.items import write_items
-from wildmerge.item_tables import paired_tables, write_paired_tables
+from wildmerge.aggregate.tables import table_vs_base
+from wildmerge.evaluation.items import write_items
+from wildmerge.aggregate.item_tables import paired_tables, write_paired_tables
 
 BENCHES = {"b1": ["b1"], "grp": ["grp_x", "grp_y"]}  # a task, and a group of two tasks (unweighted)
 N_ITEMS = 400

@@ -1,4 +1,4 @@
-"""wildmerge.preflight: tiny Llama checkpoints built in tmp_path (CPU, no network)."""
+"""wildmerge.preflight.checks: tiny Llama checkpoints built in tmp_path (CPU, no network)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import tokenizers
 import torch
 import transformers
 
-from wildmerge import checkpoint_files
+from wildmerge.preflight import files as checkpoint_files
 from wildmerge import preflight as pf
-from wildmerge.preflight import PreflightError, check_checkpoint, preflight
+from wildmerge.preflight.checks import PreflightError, check_checkpoint, preflight
 from wildmerge.provenance import atomic_write_json
 
 VOCAB = 64

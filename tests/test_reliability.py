@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO))
 
 
 def _first_merge() -> str:
-    from wildmerge.study import Study
+    from wildmerge.study.plan import Study
 
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     merges = Study(cfg).bases["tiny-llama"].merges

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from wildmerge.rendering import format_ci_cell, paired_to_markdown, to_markdown
-from wildmerge.statistics import (
+from wildmerge.aggregate.rendering import format_ci_cell, paired_to_markdown, to_markdown
+from wildmerge.aggregate.statistics import (
     DEFAULT_N_BOOT,
     DEFAULT_SEED,
     WILCOXON_EXACT_MAX,
@@ -16,7 +16,7 @@ from wildmerge.statistics import (
     sign_test_p,
     wilcoxon_signed_rank_p,
 )
-from wildmerge.tables import PAIRED_COLUMNS, TABLE_COLUMNS, table_paired, table_vs_base, table_vs_best_expert, write_tables
+from wildmerge.aggregate.tables import PAIRED_COLUMNS, TABLE_COLUMNS, table_paired, table_vs_base, table_vs_best_expert, write_tables
 
 CI_COLUMNS = ["pct_better_lo", "pct_better_hi", "mean_gain_lo", "mean_gain_hi"]
 

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from wildmerge.study import ConfigError, Study
-from wildmerge.subsets import draw_subsets, merge_id
+from wildmerge.study.plan import ConfigError, Study
+from wildmerge.study.subsets import draw_subsets, merge_id
 
 POOL = {f"e{i:02d}": f"org/model-{i}" for i in range(12)}
 

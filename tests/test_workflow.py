@@ -166,7 +166,7 @@ def test_demo_is_deterministic(demo_run, tmp_path):
 def test_adding_a_checkpoint_reruns_only_what_includes_it(demo_run, tmp_path):
     """Only the new expert, the merges (and their scores) of subsets containing it, and aggregation."""
     sys.path.insert(0, str(REPO))
-    from wildmerge.study import Study
+    from wildmerge.study.plan import Study
 
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     before = Study(cfg).bases["tiny-llama"].merges
@@ -191,7 +191,7 @@ def test_changed_method_parameter_reruns_only_that_method(demo_run, tmp_path):
     merges = {w.split("model=")[1] for w in jobs.pop("merge_evaluate")}
     assert len(merges) == 2 + 2 + 1
     sys.path.insert(0, str(REPO))
-    from wildmerge.study import Study
+    from wildmerge.study.plan import Study
 
     study = Study(cfg).bases["tiny-llama"].merges
     assert {study[m].method for m in merges} == {"ties"}
@@ -219,7 +219,7 @@ def test_ablation_sweeps_on_the_demo(demo_run, tmp_path):
     shutil.copytree(demo_run, work, symlinks=True)
     configs = [REPO / "config.yaml", REPO / "config" / "ablations-demo.yaml"]
     sys.path.insert(0, str(REPO))
-    from wildmerge.study import Study
+    from wildmerge.study.plan import Study
 
     cfg = yaml.safe_load(configs[0].read_text())
     cfg.update(yaml.safe_load(configs[1].read_text()))

@@ -68,13 +68,14 @@ def write_config(path: Path, cfg: dict) -> Path:
 
 
 def evaluation_record(workdir: Path, config: Path | list[Path], base: str, model: str) -> str:
-    """The output an evaluation job of (base, model) would have now (Study.evaluation_record):
+    """The output an evaluation job of (base, model) would have now (Reruns.evaluation_record):
     the Snakemake target that scores that model, relative to ``workdir``. Config files are
     merged as Snakemake merges them (later ones win, mappings merged key by key)."""
     sys.path.insert(0, str(REPO))
     from snakemake.utils import update_config
 
-    from wildmerge.study import Study
+    from wildmerge.study.plan import Study
+    from wildmerge.study.rerun import Reruns
 
     cfg: dict = {}
     for path in config if isinstance(config, list) else [config]:
@@ -82,6 +83,6 @@ def evaluation_record(workdir: Path, config: Path | list[Path], base: str, model
     cwd = os.getcwd()
     os.chdir(workdir)
     try:
-        return Study(cfg).evaluation_record(base, model)
+        return Reruns(Study(cfg)).evaluation_record(base, model)
     finally:
         os.chdir(cwd)

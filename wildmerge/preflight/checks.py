@@ -30,7 +30,7 @@ vocabulary differences; ``"base"`` / ``"union"`` accept them and record
 ``{"tokenizer_source": policy}`` as the resolution, which the merge step passes on
 to mergekit's ``tokenizer_source`` (embeddings are then re-indexed per model).
 
-Reading the files is :mod:`wildmerge.checkpoint_files`; here they are compared
+Reading the files is :mod:`wildmerge.preflight.files`; here they are compared
 (:func:`_config_checks`, :func:`_tensor_checks`, :func:`_compare_tokenizers`). API:
 :func:`check_checkpoint` (one checkpoint against its base: what the workflow's ``preflight``
 job, ``scripts/preflight.py``, calls for every checkpoint) and :func:`preflight` (a base and
@@ -45,7 +45,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from wildmerge.checkpoint_files import (
+from wildmerge.preflight.files import (
     SHOW,
     CheckpointFiles,
     Issue,

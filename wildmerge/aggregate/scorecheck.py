@@ -10,7 +10,7 @@ from typing import Any
 
 __all__ = ["ScoreFileError", "read_score_file", "redo_command"]
 
-#: What every score file holds (written by wildmerge.evaluate.evaluate_model).
+#: What every score file holds (written by wildmerge.evaluation.lm_eval_run.evaluate_model).
 SCORE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["base", "model_id", "role", "n", "benchmark", "metric", "value"],

@@ -1,25 +1,15 @@
-"""Homogeneous vs. heterogeneous merges (paper Appendix E): one row per base, suite and method.
-
-Each expert group of a base has its own benchmark suite. The merge of the group alone and the
-merge of all groups together are scored on it, as are the base and the group's experts; here
-the per-benchmark score files become average accuracies (points) per suite.
+"""Homogeneous vs. heterogeneous merges (paper Appendix E), the planning half: each named expert
+group merged alone and all groups together, and the models scored on each group's suite
+(the table of their scores: wildmerge.aggregate.homogeneous).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping
 
-from wildmerge.provenance import read_json
-from wildmerge.study import Base, Checkpoint, ConfigError, Merge, parse_checkpoint
-from wildmerge.subsets import Subset, merge_id
-
-if TYPE_CHECKING:  # pandas is imported by the job only, not at DAG build
-    import pandas as pd
-
-COLUMNS = ["base", "suite", "method", "group_merge", "all_merge", "all_minus_group",
-           "base_model", "experts_mean", "best_expert", "n_group", "n_all", "n_benchmarks"]
+from wildmerge.study.model import Base, Checkpoint, ConfigError, Merge, parse_checkpoint
+from wildmerge.study.subsets import Subset, merge_id
 
 
 @dataclass(frozen=True)
@@ -89,40 +79,3 @@ def homogeneous_evals(
                 out.evals.append(SuiteEval(bname, group, mid, kind, mname))
     out.merges = list(merges.values())
     return out
-
-
-def suite_accuracies(evals: Sequence[Mapping[str, Any]], folders: Sequence[str | Path]) -> pd.DataFrame:
-    """Average accuracy (points) of every (base, suite, model) from its suite score folder
-    (``folders[i]`` holds the per-benchmark JSONs of ``evals[i]``)."""
-    import pandas as pd
-
-    rows = []
-    for e, folder in zip(evals, map(Path, folders), strict=True):
-        values = [read_json(f)["value"] for f in sorted(folder.glob("*.json"))]
-        if not values:
-            raise FileNotFoundError(f"{folder}: no score files")
-        rows.append({**e, "accuracy": 100.0 * sum(values) / len(values), "n_benchmarks": len(values)})
-    return pd.DataFrame(rows)
-
-
-def homogeneous_table(acc: pd.DataFrame, group_sizes: Mapping[tuple[str, str], int]) -> pd.DataFrame:
-    """Per base, suite and method: group-only merge vs. all-groups merge, with references."""
-    import pandas as pd
-
-    out = []
-    for (base, suite), part in acc.groupby(["base", "suite"], sort=False):
-        experts = part[part.kind == "expert"].accuracy
-        ref = {
-            "base_model": float(part[part.kind == "base"].accuracy.iloc[0]),
-            "experts_mean": float(experts.mean()),
-            "best_expert": float(experts.max()),
-        }
-        merged = part[part.kind.isin(["group", "all"])]
-        for method, m in merged.groupby("method", sort=False):
-            g = float(m[m.kind == "group"].accuracy.iloc[0])
-            a = float(m[m.kind == "all"].accuracy.iloc[0])
-            out.append({"base": base, "suite": suite, "method": method, "group_merge": g, "all_merge": a,
-                        "all_minus_group": a - g, **ref, "n_group": group_sizes[(base, suite)],
-                        "n_all": sum(v for (b, _), v in group_sizes.items() if b == base),
-                        "n_benchmarks": int(m.n_benchmarks.iloc[0])})
-    return pd.DataFrame(out, columns=COLUMNS)

@@ -1,7 +1,7 @@
 """Tidy scores: reading ``scores.csv`` with canonical dtypes, and per-model averages.
 
 Input is the tidy ``scores.csv`` (one row per model x benchmark; see
-``wildmerge.collect.SCORE_COLUMNS``). :func:`model_averages` is the mean accuracy over
+``wildmerge.aggregate.collect.SCORE_COLUMNS``). :func:`model_averages` is the mean accuracy over
 benchmarks per model, in points (x100); it refuses incomplete score sets instead of
 silently averaging over fewer benchmarks.
 """

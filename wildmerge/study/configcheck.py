@@ -18,10 +18,13 @@ from typing import Any
 
 import yaml
 
-__all__ = ["ConfigFileError", "check_config_files", "check_sources", "close_match", "schema_problems"]
+from wildmerge.hub.ids import HUB_ID
+from wildmerge.provenance import cache_dir, stable_hash
+from wildmerge.study.model import DEMO_PREFIX, ConfigError
+from wildmerge.study.plan import Study
 
-#: A Hugging Face hub id: "org/name", one slash, letters, digits, "-", "_", ".".
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+__all__ = ["ConfigFileError", "check_config_files", "check_sources", "check_study", "close_match", "schema_problems"]
+
 _HUB_URL = re.compile(r"^https?://(?:www\.)?huggingface\.co/([^/]+/[^/?#]+)")
 #: How many schema errors are shown (each is one line).
 SHOW = 3
@@ -163,7 +166,7 @@ def check_schema(config: Mapping[str, Any], schema_path: str | Path, files: list
 
 def _source_problem(source: str) -> str | None:
     """Why ``source`` is neither an existing local directory nor a hub id (None if it is one)."""
-    if source.startswith("demo:") or os.path.isdir(source):
+    if source.startswith(DEMO_PREFIX) or os.path.isdir(source):
         return None
     looks_local = source.startswith(("/", "./", "../", "~")) or os.sep in source and os.path.isdir(source.split(os.sep)[0])
     if HUB_ID.match(source) and not looks_local:
@@ -180,7 +183,7 @@ def _source_problem(source: str) -> str | None:
     )
 
 
-def check_sources(study: Any) -> None:
+def check_sources(study: Study) -> None:
     """Every checkpoint source is demo:, an existing directory or a hub id; no checkpoint is
     listed twice under different names in one base's pool."""
     problems: list[str] = []
@@ -205,7 +208,7 @@ def check_sources(study: Any) -> None:
     _say_unfetched_hub_ids(study)
 
 
-def _say_unfetched_hub_ids(study: Any) -> None:
+def _say_unfetched_hub_ids(study: Study) -> None:
     """With the hub offline, say which sources were read as hub ids and are not fetched yet
     (a typo in a local path, e.g. ``models/ghost``, shows up here before any job runs)."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes", "on"):
@@ -225,7 +228,7 @@ def _say_unfetched_hub_ids(study: Any) -> None:
 
 def unknown_benchmark_message(key: str, missing: list[str], include: str | None, local: list[str]) -> str:
     """What was searched for ``missing`` benchmarks, and the close matches in each index."""
-    from wildmerge.evaluate import _builtin_task_names
+    from wildmerge.evaluation.lm_eval_run import builtin_task_names
 
     known: set[str] = set(local)
     if local:
@@ -240,7 +243,7 @@ def unknown_benchmark_message(key: str, missing: list[str], include: str | None,
             searched = [f"evaluation.include_path={include} (no such directory)"]
     else:
         searched = []
-    builtin = _builtin_task_names()
+    builtin = builtin_task_names()
     searched.append(f"lm-eval's {len(builtin)} built-in tasks")
     lines = [f"{key}: lm-eval has no task {missing}; searched {' and '.join(searched)}"]
     for m in missing:
@@ -250,3 +253,82 @@ def unknown_benchmark_message(key: str, missing: list[str], include: str | None,
     if not include and not local:
         lines.append("  for your own task YAMLs set evaluation.include_path")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- libraries
+
+
+def check_study(study: Study, config: Mapping[str, Any]) -> None:
+    """Checks that need the libraries (not just the config): every method and its parameters
+    against mergekit's registry, every benchmark against lm-eval's task index.
+
+    Raises ValueError naming the config key; run at DAG build, before any job.
+    """
+    sizes: dict[tuple[str, str, str], set[int]] = {}  # (config key, method, params hash) -> n
+    params_of: dict[str, Mapping[str, Any]] = {}
+    for b in study.bases.values():
+        for key, merges in (("methods.{}", b.merges), ("ablations.{}", b.ablation_merges),
+                            (f"homogeneous.{b.name} (method {{}})", b.homogeneous_merges)):
+            for m in merges.values():
+                h = stable_hash(dict(m.params))
+                params_of[h] = m.params
+                sizes.setdefault((key.format(m.method), m.mergekit_method, h), set()).add(m.subset.n)
+    include = (config.get("evaluation") or {}).get("include_path")
+    suite_benchmarks = [b for names in study.suites.values() for b in names]
+    benchmarks = list(dict.fromkeys(study.benchmark_names + suite_benchmarks))
+    # A check that passed is remembered (keyed by everything it depends on): importing
+    # mergekit (torch, transformers) would otherwise cost every DAG build over a second.
+    passed = _check_cache(
+        [
+            sorted((k, m, h, sorted(ns)) for (k, m, h), ns in sizes.items()),
+            sorted(params_of.items()),
+            sorted((n, s["method"], stable_hash(s["params"])) for n, s in study.methods.items()),
+            benchmarks,
+        ],
+        include,
+    )
+    if passed is not None and passed.exists():
+        return
+    from wildmerge.evaluation.lm_eval_run import unknown_benchmarks
+    from wildmerge.merging.mergekit_run import check_method
+
+    for name, spec in study.methods.items():  # also methods no subset uses
+        check_method(f"methods.{name}", spec["method"], spec["params"])
+    for (key, method, h), ns in sizes.items():
+        check_method(key, method, params_of[h], sorted(ns))
+    local: list[str] = []
+    if include == "demo":
+        from wildmerge.demo import GROUP, TASKS
+
+        local, include = [*TASKS, GROUP], None
+    missing = unknown_benchmarks(benchmarks, include, local)
+    if missing:
+        key = f"evaluation.benchmarks{' / homogeneous.*.benchmarks' if suite_benchmarks else ''}"
+        raise ConfigError(unknown_benchmark_message(key, missing, include, local))
+    if passed is not None:
+        try:
+            passed.parent.mkdir(parents=True, exist_ok=True)
+            passed.touch()
+        except OSError:  # read-only cache: check again next time
+            pass
+
+
+def _check_cache(parts: list[Any], include: str | None) -> Path | None:
+    """Marker file of a passed :func:`check_study`, keyed by its inputs, the mergekit and
+    lm-eval versions and wildmerge's method code; None where a local include path (whose
+    tasks may change) is involved."""
+    from importlib.metadata import version
+
+    if include and include != "demo":
+        return None
+    code = Path(__file__).parents[1]
+    key = stable_hash(
+        {
+            "parts": [*parts, include],
+            "versions": [version("mergekit"), version("lm_eval")],
+            "code": [stable_hash((code / f).read_text()) for f in ("merging/mergekit_run.py", "merging/methods.py", "study/plan.py",
+                                                     "evaluation/lm_eval_run.py")],
+        },
+        24,
+    )
+    return cache_dir() / "checked" / key

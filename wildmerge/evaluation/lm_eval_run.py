@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from wildmerge.provenance import atomic_write_json, cache_dir, file_sha256, versions
-from wildmerge.subsets import stable_hash
+from wildmerge.provenance import atomic_write_json, cache_dir, file_sha256, stable_hash, versions
+from wildmerge.evaluation.settings import EvalSettings
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def _task_hash(config: Mapping[str, Any] | None) -> dict[str, Any]:
     return {"config_sha": stable_hash(cfg, 16), "data_sha": data}
 
 
-def _builtin_task_names() -> set[str]:
+def builtin_task_names() -> set[str]:
     """Names of lm-eval's built-in tasks/groups/tags, cached per lm-eval version.
 
     Indexing the ~10k task YAMLs takes seconds, so DAG builds read a cache file
@@ -93,7 +93,7 @@ def unknown_benchmarks(names: Sequence[str], include_path: str | Path | None = N
         known |= set(TaskManager(include_path=str(include_path), include_defaults=False).all_tasks)
         missing = [n for n in missing if n not in known]
     if missing:
-        builtin = _builtin_task_names()
+        builtin = builtin_task_names()
         missing = [n for n in missing if n not in builtin]
     return missing
 
@@ -115,26 +115,18 @@ def evaluate_model(
     model_dir: str | Path,
     benchmarks: Sequence[Mapping[str, Any]],
     out_files: Mapping[str, str | Path],
+    settings: EvalSettings,
     *,
-    include_path: str | Path | None = None,
-    # no defaults: the config schema has them (evaluation.*), scripts/evaluate.py passes them
-    batch_size: int | str,
-    device: str,
-    dtype: str,
-    seed: int,
-    limit: int | None = None,
     provenance: Mapping[str, Any] | None = None,
     per_benchmark: Mapping[str, Mapping[str, Any]] | None = None,
-    trust_remote_code: bool = False,
     items_files: Mapping[str, str | Path] | None = None,
-    budget: float | int | None = None,
     pools: Mapping[str, str | Path] | None = None,
 ) -> dict[str, float]:
     """Evaluate ``model_dir`` on ``benchmarks``; write ``out_files[name]`` per benchmark
     (``provenance`` and ``per_benchmark[name]`` are added to each file's record), and
-    ``items_files[name]`` (per-item outcomes, :mod:`wildmerge.items`) where given.
-    ``budget``: score a seeded stratified sample of the items (:mod:`wildmerge.budget`),
-    reusing the outcomes kept in ``pools[name]``.
+    ``items_files[name]`` (per-item outcomes, :mod:`wildmerge.evaluation.items`) where given.
+    ``settings.budget``: score a seeded stratified sample of the items
+    (:mod:`wildmerge.evaluation.budget`), reusing the outcomes kept in ``pools[name]``.
 
     Returns {benchmark: value}.
     """
@@ -142,6 +134,7 @@ def evaluate_model(
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
+    include_path, seed, limit, budget = settings.include_path, settings.seed, settings.limit, settings.budget
     t0 = time.time()
     task_manager = _task_manager(TaskManager, include_path, [b["name"] for b in benchmarks])
     known = set(task_manager.all_tasks)
@@ -153,10 +146,10 @@ def evaluate_model(
         )
     lm = HFLM(
         pretrained=str(model_dir),
-        dtype=dtype,
-        batch_size=batch_size,
-        device=device,
-        trust_remote_code=trust_remote_code,
+        dtype=settings.dtype,
+        batch_size=settings.batch_size,
+        device=settings.device,
+        trust_remote_code=settings.trust_remote_code,
     )
     log.info("loaded %s in %.1fs", model_dir, time.time() - t0)
     groups: dict[Any, list[Mapping[str, Any]]] = {}
@@ -203,14 +196,7 @@ def evaluate_model(
                 "task_version": res.get("versions", {}).get(name),
                 "task_hash": _task_hash(cfg),
                 "subtask_hashes": {t: _task_hash(res.get("configs", {}).get(t)) for t in subtasks},
-                "evaluation": {
-                    "batch_size": batch_size,
-                    "device": device,
-                    "dtype": dtype,
-                    "seed": seed,
-                    "limit": limit,
-                    "request_cache": False,
-                },
+                "evaluation": settings.recorded(),
                 "versions": versions(),
                 **dict(provenance or {}),
                 **dict((per_benchmark or {}).get(name, {})),
@@ -221,7 +207,7 @@ def evaluate_model(
             if items_files and name in items_files:  # written first: a score file implies its items
                 record["items"] = write_item_outcomes(items_files[name], res, name, metric, filt, record, frame)
                 if pools and name in pools and name not in plans:
-                    from wildmerge.budget import keep_full_outcomes
+                    from wildmerge.evaluation.budget import keep_full_outcomes
 
                     keep_full_outcomes(Path(items_files[name]), Path(pools[name]))
             atomic_write_json(Path(out_files[name]), record)
@@ -230,7 +216,7 @@ def evaluate_model(
 
 
 def _outcomes(res: Mapping[str, Any], name: str, metric: str, filt: str) -> Any:
-    from wildmerge.items import item_frame, leaf_tasks
+    from wildmerge.evaluation.items import item_frame, leaf_tasks
 
     samples = res.get("samples") or {}
     tasks = leaf_tasks(name, res.get("group_subtasks", {}), samples)
@@ -239,7 +225,7 @@ def _outcomes(res: Mapping[str, Any], name: str, metric: str, filt: str) -> Any:
 
 def _budget_plans(task_manager: Any, names: Sequence[str], budget: float | int, seed: int,
                   pools: Mapping[str, str | Path] | None) -> dict[str, Any]:
-    from wildmerge.budget import plan_benchmark
+    from wildmerge.evaluation.budget import plan_benchmark
 
     return {n: plan_benchmark(task_manager, n, budget, seed, Path(pools[n]) if pools and n in pools else None)
             for n in names}
@@ -249,7 +235,7 @@ def _apply_budget(plan: Any, record: dict[str, Any], res: Mapping[str, Any], met
                   budget: float | int, seed: int) -> Any:
     """A budgeted benchmark's value, stderr and sample (into ``record``) from its sampled
     items' outcomes (new ones and reused ones); returns those outcomes."""
-    from wildmerge.budget import finish_benchmark
+    from wildmerge.evaluation.budget import finish_benchmark
 
     meta = {k: v for k, v in record.items() if k != "metrics"}
     frame, value, stderr, info = finish_benchmark(plan, _outcomes(res, plan.name, metric, filt), budget, seed, meta)
@@ -265,7 +251,7 @@ def write_item_outcomes(path: str | Path, res: Mapping[str, Any], name: str, met
     """Write one benchmark's per-item outcomes (``frame``, else from lm-eval's logged
     samples) to ``path`` (provenance: the score file's record); returns what the score file
     records about it."""
-    from wildmerge.items import write_items
+    from wildmerge.evaluation.items import write_items
 
     df = _outcomes(res, name, metric, filt) if frame is None else frame
     meta = {k: v for k, v in record.items() if k not in ("metrics",)}
@@ -274,15 +260,11 @@ def write_item_outcomes(path: str | Path, res: Mapping[str, Any], name: str, met
     return {"file": Path(path).name, "n_items": len(df), "tasks": tasks, "sha256": file_sha256(Path(path))}
 
 
-def dump(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True, default=str)
-
-
 def write_record(path: str | Path, out_files: Mapping[str, str], items_files: Mapping[str, str],
                  score_keys: Mapping[str, str]) -> None:
     """The evaluation job's record (its one Snakemake output), written after every score file:
     what it scored, where, with which keys. Older records of the model are removed (the
-    record's name tells Snakemake whether this job is needed again: Study.evaluation_record)."""
+    record's name tells Snakemake whether this job is needed again: Reruns.evaluation_record)."""
     path = Path(path)
     record = {
         "scores": dict(out_files),

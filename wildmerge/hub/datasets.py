@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from wildmerge.hub import HubError, _retrying
-from wildmerge.hub_lock import DATASET_PREFIX, LockEntry, dataset_source, get_or_add  # noqa: F401 (DATASET_PREFIX: re-export)
+from wildmerge.hub.retry import HubError, retrying
+from wildmerge.hub.lock import DATASET_PREFIX, LockEntry, dataset_source, get_or_add  # noqa: F401 (DATASET_PREFIX: re-export)
 
 
 LOCAL_BUILDERS = {"json", "csv", "parquet", "text", "arrow", "pandas"}  # data_files on disk: nothing to fetch
@@ -84,7 +84,7 @@ def _source(path: str, name: str | None) -> str:
 def resolve_dataset(path: str, revision: str | None, key: str, log: logging.Logger) -> str:
     from huggingface_hub import HfApi
 
-    info = _retrying(lambda: HfApi().dataset_info(path, revision=revision), path, revision, key, log)
+    info = retrying(lambda: HfApi().dataset_info(path, revision=revision), path, revision, key, log)
     return str(info.sha)
 
 
@@ -118,7 +118,7 @@ def fetch_dataset(
         lambda: LockEntry(_source(path, name), revision, resolve_dataset(path, revision, key, log)),
     )
     cache = commit_cache_dir(path, entry.commit)
-    _retrying(lambda: datasets.load_dataset(path, name, revision=entry.commit, cache_dir=cache), path, entry.commit, key, log)
+    retrying(lambda: datasets.load_dataset(path, name, revision=entry.commit, cache_dir=cache), path, entry.commit, key, log)
     record = {"benchmark": benchmark, "dataset": path, "name": name, "requested": revision, "commit": entry.commit}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
@@ -161,7 +161,7 @@ def pin_datasets(records: list[dict[str, Any]]) -> None:
 def data_index_name(benchmarks: list[str], locked: Mapping[str, str], root: str | Path = "resources/data") -> str:
     """Name of the index of ``benchmarks``' records (write_index): a hash of the benchmarks, of
     each record's content (or its absence) and of the datasets' commits in the lock (``locked``:
-    key -> commit), so that a record removed by `wildmerge.hub update` gives a new name."""
+    key -> commit), so that a record removed by `wildmerge.hub.models update` gives a new name."""
     from wildmerge.provenance import stable_hash
 
     records: dict[str, str | None] = {}
@@ -213,35 +213,11 @@ def use_fetched_data(record_files: list[str]) -> list[dict[str, Any]]:
     return records
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import sys
+def check_locked(benchmark: str, dataset: str, name: str | None, revision: str | None, lock: Path) -> None:
+    """Check, offline, that the locked commit of one benchmark dataset is in the datasets cache."""
+    from wildmerge.hub.lock import lock_key, read_lock
 
-    ap = argparse.ArgumentParser(prog="python -m wildmerge.benchmark_data", description=fetch_dataset.__doc__)
-    ap.add_argument("benchmark")
-    ap.add_argument("dataset")
-    ap.add_argument("--name")
-    ap.add_argument("--revision")
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--lock", type=Path, default=Path("results/hub.lock"))
-    ap.add_argument("--check", action="store_true", help="only check the locked commit is cached (offline)")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        if args.check:
-            from wildmerge.hub_lock import lock_key, read_lock
-
-            entry = read_lock(args.lock).get(lock_key(_source(args.dataset, args.name), args.revision))
-            if entry is None:
-                raise HubError(f"benchmark {args.benchmark}: dataset {args.dataset} is not in the lock {args.lock}; fetch it first")
-            check_cached(args.benchmark, args.dataset, args.name, entry.commit)
-            return 0
-        fetch_dataset(args.benchmark, args.dataset, args.name, args.revision, args.out, args.lock)
-    except HubError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    entry = read_lock(lock).get(lock_key(_source(dataset, name), revision))
+    if entry is None:
+        raise HubError(f"benchmark {benchmark}: dataset {dataset} is not in the lock {lock}; fetch it first")
+    check_cached(benchmark, dataset, name, entry.commit)

@@ -8,7 +8,7 @@ from typing import Iterable, Sequence
 import pandas as pd
 
 from wildmerge.provenance import read_json
-from wildmerge.scorecheck import read_score_file
+from wildmerge.aggregate.scorecheck import read_score_file
 
 SCORE_COLUMNS = [
     "base", "model_id", "role", "method", "n", "subset_id", "members",

@@ -125,7 +125,7 @@ def pool_path(items_file: str | Path, outcome_key: str) -> Path:
 
 
 def read_pool(path: Path | None) -> pd.DataFrame:
-    from wildmerge.items import ITEM_COLUMNS, read_items
+    from wildmerge.evaluation.items import ITEM_COLUMNS, read_items
 
     if path is None or not path.is_file():
         return pd.DataFrame(columns=ITEM_COLUMNS)
@@ -137,7 +137,7 @@ def read_pool(path: Path | None) -> pd.DataFrame:
 
 def update_pool(path: Path | None, old: pd.DataFrame, new: pd.DataFrame, meta: Mapping[str, Any]) -> None:
     """Keep every outcome scored so far (old and new) in the pool file."""
-    from wildmerge.items import sort_items, write_items
+    from wildmerge.evaluation.items import sort_items, write_items
 
     if path is None or new.empty:
         return
@@ -176,7 +176,7 @@ def requested(sample: Mapping[str, Sequence[int]], pool: pd.DataFrame) -> tuple[
 
 def budget_frame(sample: Mapping[str, Sequence[int]], new: pd.DataFrame, pool: pd.DataFrame) -> pd.DataFrame:
     """The sampled items' outcomes: freshly scored ones, else the pool's."""
-    from wildmerge.items import sort_items
+    from wildmerge.evaluation.items import sort_items
 
     wanted = {f"{t}/{i}" for t, ids in sample.items() for i in ids}
     both = sort_items(pd.concat([new, pool], ignore_index=True))

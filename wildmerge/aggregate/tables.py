@@ -10,10 +10,10 @@
   the subsets both merged (matched by ``subset_id``): mean difference with bootstrap CI,
   % of subsets where A wins, exact sign-test and Wilcoxon signed-rank p-values.
 * :func:`write_tables` -- all of it as ``<name>.csv`` + ``<name>.md`` (plus ``paired``);
-  the Markdown comes from :mod:`wildmerge.rendering`.
+  the Markdown comes from :mod:`wildmerge.aggregate.rendering`.
 
-Averages come from :func:`wildmerge.scores.model_averages`, the bootstrap and tests from
-:mod:`wildmerge.statistics`. Tables are returned in tidy (long) form: one row per (base,
+Averages come from :func:`wildmerge.aggregate.scores.model_averages`, the bootstrap and tests from
+:mod:`wildmerge.aggregate.statistics`. Tables are returned in tidy (long) form: one row per (base,
 method, n), plus ``Average`` rows over bases (the mean of the per-base percentages and
 gains, as in the paper).
 
@@ -35,9 +35,9 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from wildmerge.rendering import CAPTIONS, ci_caption, paired_caption, paired_to_markdown, to_markdown
-from wildmerge.scores import AVERAGE, short_list, model_averages, read_scores
-from wildmerge.statistics import (
+from wildmerge.aggregate.rendering import CAPTIONS, ci_caption, paired_caption, paired_to_markdown, to_markdown
+from wildmerge.aggregate.scores import AVERAGE, short_list, model_averages, read_scores
+from wildmerge.aggregate.statistics import (
     DEFAULT_LEVEL,
     DEFAULT_N_BOOT,
     DEFAULT_SEED,

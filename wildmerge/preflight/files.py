@@ -3,7 +3,7 @@ tokenizer files, never tensor data.
 
 :func:`read_checkpoint` returns a :class:`CheckpointFiles`: what was read, plus the issues
 the checkpoint has on its own (weights format, custom code without ``trust_remote_code``,
-unreadable files). Comparing it with its base is :mod:`wildmerge.preflight`'s job.
+unreadable files). Comparing it with its base is :mod:`wildmerge.preflight.checks`'s job.
 """
 
 

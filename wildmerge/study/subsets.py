@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any, Iterable, Mapping, Sequence
 
-from wildmerge.provenance import stable_hash  # noqa: F401  (also imported from here by wildmerge.evaluate)
+from wildmerge.provenance import stable_hash
 
 ENUMERATE_LIMIT = 200_000
 

@@ -1,5 +1,5 @@
 """Paired per-item statistics (issue 13): merges vs the base and vs the best expert, with the
-items as the sampling unit, on the per-item outcome files (:mod:`wildmerge.items`).
+items as the sampling unit, on the per-item outcome files (:mod:`wildmerge.evaluation.items`).
 
 Every model of a base is scored on the same items, so a merge's gain over its reference is
 the mean of per-item differences, and its uncertainty is that of the items actually drawn:
@@ -7,7 +7,7 @@ the mean of per-item differences, and its uncertainty is that of the items actua
 * **Model accuracy** (points): ``100 * mean over benchmarks of sum_i w_i c_i``, ``c_i`` the
   item's outcome and ``w_i`` its weight in the benchmark's value (``1/N`` for a task; for a
   group, ``1/N`` or ``1/(T N_t)`` per task, whichever reproduces the score file's value), so
-  it equals the score-file average of :func:`wildmerge.scores.model_averages`.
+  it equals the score-file average of :func:`wildmerge.aggregate.scores.model_averages`.
 * **Item bootstrap** (:func:`item_replicates`): per benchmark the items are resampled with
   replacement within each task (stratified by sub-task), ``n_boot`` times, the same draws for
   every model of the base: the *paired* replicate of a gain is the merge's replicate minus
@@ -17,7 +17,7 @@ the mean of per-item differences, and its uncertainty is that of the items actua
 * **Per merge**: the paired gain and its percentile CI; a merge *beats the reference
   significantly* when its CI lies above 0 (``n_sig_better``; below 0: ``n_sig_worse``).
 * **Table cells** (base, method, n): each replicate also resamples the k subsets (with
-  :func:`wildmerge.statistics.bootstrap_indices`, the subset stream of the main tables), so the
+  :func:`wildmerge.aggregate.statistics.bootstrap_indices`, the subset stream of the main tables), so the
   CI of "% better" and of the mean gain combines subset and item sampling. ``Average`` rows
   average the per-base replicates (drawn independently per base).
 """
@@ -33,8 +33,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from wildmerge.scores import AVERAGE, model_averages
-from wildmerge.statistics import EPS, bootstrap_indices, percentile_ci
+from wildmerge.aggregate.scores import AVERAGE, model_averages
+from wildmerge.aggregate.statistics import EPS, bootstrap_indices, percentile_ci
 
 
 DEFAULT_N_BOOT = 1000
@@ -87,7 +87,7 @@ def item_matrix(files: Mapping[str, Mapping[str, str | Path]], values: Mapping[t
     """Build one base's :class:`ItemMatrix` from ``files[model][benchmark]`` (per-item
     Parquet files). ``values[(model, benchmark)]`` (score-file values) picks a group's
     weighting; ``item_ids[benchmark]`` restricts to those items (a budget)."""
-    from wildmerge.items import read_items
+    from wildmerge.evaluation.items import read_items
 
     models = sorted(files)
     benches = sorted({b for f in files.values() for b in f})

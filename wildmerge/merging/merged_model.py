@@ -13,7 +13,7 @@ from typing import Any
 from wildmerge.failures import clear, record, refuse_if_recorded
 from wildmerge.provenance import atomic_write_json, read_json
 
-__all__ = ["make_merged_model", "reusable_manifest"]
+__all__ = ["make_merged_model", "merged_model_to_score", "reusable_manifest"]
 
 
 def make_merged_model(
@@ -33,9 +33,9 @@ def make_merged_model(
     ``manifest_path``, last and atomically. ``checkpoints``: the base's and members' folders
     in the order of ``info_files`` (their pre-flight records). A deterministic failure (non-finite
     merged weights) is recorded in ``marker`` and not retried until an input changes."""
-    from wildmerge.finite import NonFiniteWeightsError, explain_nonfinite_merge
+    from wildmerge.preflight.finite import NonFiniteWeightsError, explain_nonfinite_merge
     from wildmerge.geometry import task_vector_norm
-    from wildmerge.merge import NonFiniteTensorError, merge
+    from wildmerge.merging.mergekit_run import NonFiniteTensorError, merge
     from wildmerge.provenance import model_hash, versions
 
     out_dir = Path(out_dir)
@@ -104,7 +104,7 @@ def reusable_manifest(
     """The manifest of a merged model already in ``out_dir`` (kept: merge.keep_models, or left
     by a killed job after its merge) that is this merge, from these inputs (pre-flight records)
     in this dtype -- or None, and the model is merged again. A folder is only ever complete
-    (wildmerge.merge writes ``<out_dir>.partial`` and renames it)."""
+    (wildmerge.merging.mergekit_run writes ``<out_dir>.partial`` and renames it)."""
     if not Path(out_dir).is_dir():
         return None
     try:
@@ -119,3 +119,20 @@ def reusable_manifest(
         and (manifest.get("output") or {}).get("path") == str(out_dir)
     )
     return manifest if same else None
+
+
+def merged_model_to_score(
+    job: Mapping[str, Any], info_files: Sequence[str], out_dir: str | Path, manifest_path: str | Path,
+    *, needed: bool, device: str, marker: str | Path, log: logging.Logger,
+) -> dict[str, Any]:
+    """The manifest of the merged model a merge_evaluate job scores: a kept one whose manifest
+    matches is reused; else the model is merged (``job``: spec, checkpoint folders, dtype), unless
+    nothing is to be scored (not ``needed``) and its manifest is there already."""
+    manifest = reusable_manifest(manifest_path, out_dir, job["spec"], info_files, job["dtype"])
+    if manifest is not None:
+        log.info("reusing the merged model in %s (its manifest matches)", out_dir)
+        return manifest
+    if needed or not Path(manifest_path).exists():
+        return make_merged_model(job["spec"], job["checkpoints"], info_files, out_dir, manifest_path,
+                                 dtype=job["dtype"], device=device, marker=marker, log=log)
+    return read_json(manifest_path)

@@ -6,7 +6,7 @@
 mergekit's ``run_merge`` (lazy loading, safetensors, tokenizer copied from the
 base).  The configuration is also written as ``mergekit_config.yml``, so
 ``mergekit-yaml`` can reproduce a merge of a built-in method (the wildmerge
-methods additionally need ``import wildmerge.methods``).
+methods additionally need ``import wildmerge.merging.methods``).
 
 Parameters are validated against mergekit's own ``ParameterSpec``s.
 ``available_methods()`` and ``method_parameters()`` only import
@@ -49,7 +49,7 @@ class NonFiniteTensorError(FloatingPointError):
 def _methods_module():
     import mergekit.merge_methods as merge_methods
 
-    import wildmerge.methods  # noqa: F401  (registers tsv_merge, iso_c, ...)
+    import wildmerge.merging.methods  # noqa: F401  (registers tsv_merge, iso_c, ...)
 
     return merge_methods
 

@@ -1,9 +1,8 @@
-"""Hyperparameter sweeps (paper Appendix C): one tidy table per sweep.
+"""Hyperparameter sweeps (paper Appendix C), the planning half: a sweep's grid points and the
+merges they need, expanded at DAG build (the table of their scores: wildmerge.aggregate.ablations).
 
 A sweep merges the same subsets (by default all experts at once) with one method at every
-point of a parameter grid; each merge is scored like any other model. Here the score files
-and merge manifests become one row per (base, subset, grid point): the average accuracy
-over benchmarks, the base model's, the gain, and the merged task vector's L2 norm.
+point of a parameter grid; each merge is scored like any other model.
 """
 
 from __future__ import annotations
@@ -11,14 +10,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from itertools import product
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping
 
-from wildmerge.provenance import read_json
-from wildmerge.study import Base, ConfigError, Merge, merge_sizes
-from wildmerge.subsets import draw_subsets, merge_id
-
-if TYPE_CHECKING:  # pandas is imported by the job only, not at DAG build
-    import pandas as pd
+from wildmerge.study.model import Base, ConfigError, Merge, merge_sizes
+from wildmerge.study.subsets import draw_subsets, merge_id
 
 
 @dataclass(frozen=True)
@@ -67,44 +62,3 @@ def ablation_points(
                         merges[(bname, mid)] = Merge(bname, mid, s, name, spec["method"], params)
                     out.append(AblationPoint(name, bname, mid, n, s.subset_id, point, params))
     return out, list(merges.values())
-
-
-def ablation_table(
-    name: str,
-    points: Sequence[Mapping[str, Any]],
-    score_files: Iterable[str],
-    manifests: Iterable[str],
-) -> pd.DataFrame:
-    """Rows per sweep point and subset.
-
-    ``points``: dicts with base, merge_id, n, subset_id and ``point`` (swept parameter ->
-    value), as :class:`AblationPoint`. ``score_files`` cover every point's
-    merge and each base model; ``manifests`` every point's merge (for the L2 norm).
-    """
-    import pandas as pd
-
-    from wildmerge.collect import collect_scores
-    from wildmerge.scores import model_averages
-
-    scores = collect_scores(score_files)
-    avgs = model_averages(scores).set_index(["base", "model_id"])["accuracy"]
-    norms = {(m["base"], m["merge_id"]): float(m["task_vector_l2"]) for m in map(read_json, manifests)}
-    keys = list(dict.fromkeys(k for p in points for k in p["point"]))
-    rows = []
-    for p in points:
-        base, mid = p["base"], p["merge_id"]
-        rows.append(
-            {
-                "ablation": name,
-                "base": base,
-                "n": int(p["n"]),
-                "subset_id": p["subset_id"],
-                "merge_id": mid,
-                **{k: p["point"].get(k) for k in keys},
-                "accuracy": float(avgs[(base, mid)]),
-                "base_accuracy": float(avgs[(base, "base")]),
-                "gain": float(avgs[(base, mid)] - avgs[(base, "base")]),
-                "l2_norm": norms[(base, mid)],
-            }
-        )
-    return pd.DataFrame(rows)

@@ -29,8 +29,8 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from wildmerge.rendering import method_label  # noqa: E402
-from wildmerge.scores import model_averages, normalize_scores  # noqa: E402
+from wildmerge.aggregate.rendering import method_label  # noqa: E402
+from wildmerge.aggregate.scores import model_averages, normalize_scores  # noqa: E402
 
 DPI = 150
 MAX_PIXELS = 9000  # cap on either side of a (taskwise) figure; dpi is lowered to fit

@@ -1,7 +1,7 @@
 """Markdown of the tables, and their captions.
 
 * :func:`to_markdown` / :func:`paired_to_markdown` -- render the tables of
-  :mod:`wildmerge.tables`; vs-reference cells like the paper, ``"80 / +0.39"``, column
+  :mod:`wildmerge.aggregate.tables`; vs-reference cells like the paper, ``"80 / +0.39"``, column
   headers ``"n=4 (15)"`` (n merged models, k evaluated subsets); with ``ci=True`` the same
   layout with the CIs, ``"[53, 100] / [-0.20, +0.90]"``.
 * :func:`method_label` -- how the paper prints a config method name.
@@ -14,8 +14,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from wildmerge.scores import AVERAGE
-from wildmerge.statistics import Bootstrap
+from wildmerge.aggregate.scores import AVERAGE
+from wildmerge.aggregate.statistics import Bootstrap
 
 #: How the paper prints the config method names (unknown names are printed as they are).
 METHOD_LABELS = {

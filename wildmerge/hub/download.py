@@ -16,7 +16,7 @@ import logging
 import os
 from pathlib import Path
 
-from wildmerge.hub_lock import LockEntry
+from wildmerge.hub.lock import LockEntry
 from wildmerge.provenance import file_sha256 as sha256_file
 
 PARTIAL = ".wildmerge-partial"

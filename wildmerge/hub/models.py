@@ -15,93 +15,26 @@ import json
 import logging
 import os
 import shutil
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
-from wildmerge.hub_download import HashMismatch, download_lfs, partial_size
-from wildmerge.hub_lock import LockedFile, LockEntry, get_or_add
+from wildmerge.hub.download import HashMismatch, download_lfs, partial_size
+from wildmerge.hub.ids import hub_dirname
+from wildmerge.hub.lock import LockedFile, LockEntry, get_or_add
+from wildmerge.hub.retry import HubError, retrying
 from wildmerge.provenance import file_sha256 as sha256_file
 
 ALLOW = ["*.safetensors", "*.safetensors.index.json", "*.json", "tokenizer*", "*.model", "*.tiktoken", "*.txt"]
 PICKLE = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl"]
 ADAPTER = ["adapter_model.safetensors", "adapter_model.bin", "adapter_config.json"]
-RETRY_STATUS = (429, 500, 502, 503, 504)
-MAX_TRIES = 5
 REVISION_FILE = ".wildmerge_revision"
 LOCK_RECORD = ".wildmerge_lock.json"
-T = TypeVar("T")
-
-
-class HubError(RuntimeError):
-    """A hub checkpoint that cannot be fetched; the message says which config key and how to fix it."""
-
-
-def _status(err: BaseException) -> int | None:
-    resp = getattr(err, "response", None)
-    return getattr(resp, "status_code", None)
-
-
-def _explain(err: BaseException, repo_id: str, revision: str | None, key: str) -> HubError | None:
-    """A clear error for a failure that retrying cannot fix (401/403/404), else None."""
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
-
-    if type(err).__name__ == "OfflineModeIsEnabled":
-        local = "" if os.path.isabs(repo_id) else f" (read as a hub id: no local directory {repo_id} exists here)"
-        return HubError(
-            f"{key}: {repo_id!r}{local} is not fetched yet and the hub is offline (HF_HUB_OFFLINE=1): "
-            f"for a local checkpoint give an existing directory; to download it unset HF_HUB_OFFLINE"
-        )
-    status = _status(err)
-    access = (
-        f"accept its license at https://huggingface.co/{repo_id} and export HF_TOKEN with a token that has "
-        f"read access (or run `hf auth login`), then rerun"
-    )
-    if isinstance(err, GatedRepoError) or status == 403:
-        return HubError(f"{key}: hub repository {repo_id!r} is gated (HTTP {status}): {access}")
-    if isinstance(err, RevisionNotFoundError):
-        return HubError(f"{key}: revision {revision!r} of hub repository {repo_id!r} does not exist (HTTP 404); fix the revision")
-    if isinstance(err, RepositoryNotFoundError) or status in (401, 404):
-        return HubError(
-            f"{key}: hub repository {repo_id!r} not found, or private/gated (HTTP {status}): fix the source, "
-            f"or if it is private or gated, {access}"
-        )
-    return None
-
-
-def _dropped(err: BaseException) -> bool:
-    """A connection refused, reset or cut mid-transfer (huggingface_hub's HTTP client or the OS)."""
-    if _status(err) is not None:
-        return False
-    lib = type(err).__module__.split(".")[0]
-    return isinstance(err, (ConnectionError, TimeoutError)) or lib in ("httpx", "httpx2", "httpcore", "h11")
-
-
-def _retrying(what: Callable[[], T], repo_id: str, revision: str | None, key: str, log: logging.Logger) -> T:
-    """Run ``what``; back off and retry on 429/5xx and dropped connections, at most MAX_TRIES times."""
-    delay = float(os.environ.get("WILDMERGE_HUB_BACKOFF_S", "2"))
-    for attempt in range(1, MAX_TRIES + 1):
-        try:
-            return what()
-        except Exception as err:  # classified below; anything else propagates unchanged
-            clear = _explain(err, repo_id, revision, key)
-            if clear is not None:
-                raise clear from None
-            transient = _status(err) in RETRY_STATUS or _dropped(err)
-            if not transient or attempt == MAX_TRIES:
-                raise
-            log.warning("%s: %s (try %d/%d), retrying in %.1fs", repo_id, type(err).__name__, attempt, MAX_TRIES, delay)
-            time.sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")
 
 
 def resolve(repo_id: str, revision: str | None, key: str, log: logging.Logger) -> LockEntry:
     """Ask the hub for the commit of ``repo_id@revision`` and its files (sizes, LFS sha256)."""
     from huggingface_hub import HfApi
 
-    info = _retrying(lambda: HfApi().model_info(repo_id, revision=revision, files_metadata=True), repo_id, revision, key, log)
+    info = retrying(lambda: HfApi().model_info(repo_id, revision=revision, files_metadata=True), repo_id, revision, key, log)
     files = {
         s.rfilename: LockedFile(size=int(s.size or 0), sha256=(s.lfs.sha256 if s.lfs else None))
         for s in (info.siblings or [])
@@ -176,11 +109,11 @@ def fetch(
     check_disk(entry, files, Path(constants.HF_HUB_CACHE), key)
     for name in (f for f in files if entry.files[f].sha256):  # weights: resumable across jobs
         try:
-            _retrying(lambda: download_lfs(entry, name, log), repo_id, entry.commit, key, log)  # noqa: B023
+            retrying(lambda: download_lfs(entry, name, log), repo_id, entry.commit, key, log)  # noqa: B023
         except HashMismatch as err:
             raise HubError(f"{key}: {err}; the hub serves other bytes than the lock records") from None
     snapshot = Path(
-        _retrying(
+        retrying(
             lambda: snapshot_download(repo_id, revision=entry.commit, allow_patterns=files),
             repo_id, entry.commit, key, log,
         )
@@ -210,9 +143,8 @@ def update_lock(lock_path: Path, hub_root: Path, data_root: Path | None = None,
     changed are removed, so the next run fetches them again and reruns exactly their
     downstream jobs (Snakemake sees newer inputs).
     """
-    from wildmerge.benchmark_data import DATASET_PREFIX, resolve_dataset
-    from wildmerge.hub_lock import read_lock, replace
-    from wildmerge.study import hub_dirname
+    from wildmerge.hub.datasets import DATASET_PREFIX, resolve_dataset
+    from wildmerge.hub.lock import read_lock, replace
 
     log = log or logging.getLogger(__name__)
     fresh = []
@@ -234,36 +166,3 @@ def update_lock(lock_path: Path, hub_root: Path, data_root: Path | None = None,
             if any(d.get("dataset") == path for d in rec.get("datasets", [rec])):  # a job record or one dataset
                 rec_file.unlink()
     return changed
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m wildmerge.hub", description="Fetch one hub checkpoint, or move the lock forward.")
-    sub = ap.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("update", help=update_lock.__doc__.splitlines()[0])
-    fe = sub.add_parser("fetch", help=fetch.__doc__)
-    fe.add_argument("repo_id")
-    fe.add_argument("--revision")
-    fe.add_argument("--out", type=Path, required=True)
-    fe.add_argument("--key", default="checkpoint", help="the config key named in errors")
-    for p in (up, fe):
-        p.add_argument("--lock", type=Path, default=Path("results/hub.lock"), help="the study's lock file")
-    up.add_argument("--hub-root", type=Path, default=Path("resources/hub"), help="fetched checkpoint folders")
-    up.add_argument("--data-root", type=Path, default=Path("resources/data"), help="fetched benchmark records")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        if args.command == "fetch":
-            fetch(args.repo_id, args.revision, args.out, args.lock, args.key)
-            return 0
-        changed = update_lock(args.lock, args.hub_root, args.data_root)
-    except HubError as err:
-        print(f"error: {err}", file=__import__("sys").stderr)
-        return 2
-    print(f"{len(changed)} lock entr(y/ies) moved forward" + "".join(f"\n  {e.key} -> {e.commit}" for e in changed))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,27 @@
+"""Rule evaluate_suite: a model scored on a homogeneous group's suite (wildmerge.evaluation.job)."""
+
+from wildmerge.warm import run_warm
+
+run_warm()  # in a local run: forked from the warm worker (imports done); returns here there
+
+from wildmerge.hub.datasets import use_fetched_data  # noqa: E402
+
+smk = snakemake  # noqa: F821
+datasets = use_fetched_data([str(smk.input.data)] if "data" in smk.input.keys() else [])  # offline from here on
+
+from wildmerge.evaluation.job import Targets, evaluate_suite  # noqa: E402
+from wildmerge.evaluation.settings import EvalSettings  # noqa: E402
+from wildmerge.provenance import read_json  # noqa: E402
+from wildmerge.smk import limit_threads, setup_logging  # noqa: E402
+
+log = setup_logging(smk)
+limit_threads(smk)
+evaluate_suite(
+    str(smk.input.model),
+    Targets.folder(smk.output.scores, smk.params.benchmarks, bool(smk.config["evaluation"]["per_item"])),
+    EvalSettings.for_job(smk.params, smk.config["evaluation"], smk.params.spec["trust_remote_code"]),
+    smk.params.spec["identity"],
+    read_json(smk.input.info),
+    datasets,
+    log,
+)

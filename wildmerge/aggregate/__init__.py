@@ -1,0 +1,1 @@
+"""Aggregation stage: scores into tables, paired item tables and figures."""

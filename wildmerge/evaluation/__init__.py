@@ -1,0 +1,1 @@
+"""Evaluation stage: lm-eval runs, budgets, per-item outcomes, the evaluation jobs."""

@@ -1,0 +1,1 @@
+"""Fetch stage: hub checkpoints and benchmark datasets, pinned by the lock file."""

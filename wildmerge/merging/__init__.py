@@ -1,0 +1,1 @@
+"""Merge stage: mergekit runs, the registered methods, merged models."""

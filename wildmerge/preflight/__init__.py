@@ -1,0 +1,1 @@
+"""Pre-flight stage: a checkpoint checked against its base before any merge."""

@@ -1,0 +1,1 @@
+"""DAG-time: the study a config describes (plan, paths, rerun state, config checks). Reads no weights."""
