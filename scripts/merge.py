@@ -4,6 +4,7 @@ from wildmerge.warm import run_warm
 
 run_warm()  # in a local run: forked from the warm worker (imports done); returns here there
 
+from wildmerge.failures import marker_for  # noqa: E402
 from wildmerge.merging.merged_model import make_merged_model  # noqa: E402
 from wildmerge.smk import limit_threads, setup_logging  # noqa: E402
 
@@ -18,6 +19,6 @@ make_merged_model(
     smk.output.manifest,
     dtype=smk.params.dtype,
     device=smk.config["merge"]["device"],  # execution-only: not a param
-    marker=f"{smk.log[0]}.failed.json",
+    marker=marker_for(smk.log[0]),
     log=log,
 )

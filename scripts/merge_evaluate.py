@@ -1,8 +1,6 @@
 """Rule merge_evaluate: a merged model made (or a kept one reused), scored on its pending
 benchmarks, deleted unless merge.keep_models (wildmerge.evaluation.job)."""
 
-from pathlib import Path
-
 from wildmerge.warm import run_warm
 
 run_warm()  # in a local run: forked from the warm worker (imports done); returns here there
@@ -13,6 +11,7 @@ smk = snakemake  # noqa: F821
 datasets = use_fetched_data([str(smk.input.data)] if "data" in smk.input.keys() else [])  # offline from here on
 
 from wildmerge.evaluation.job import merge_evaluate  # noqa: E402
+from wildmerge.failures import marker_for  # noqa: E402
 from wildmerge.evaluation.settings import EvalSettings  # noqa: E402
 from wildmerge.smk import limit_threads, setup_logging  # noqa: E402
 from wildmerge.study.plan import Study  # noqa: E402
@@ -29,7 +28,7 @@ merge_evaluate(
     study.manifest_file(base, model),
     keep=bool(smk.config["merge"]["keep_models"]),
     device=smk.config["merge"]["device"],  # execution-only: not a param
-    marker=Path(smk.log[0]).parent / "merge.failed.json",
+    marker=marker_for(smk.log[0]),
     targets=Reruns(study).targets(base, model),
     settings=EvalSettings.for_job(smk.params, smk.config["evaluation"]),
     identity=smk.params.spec["identity"],

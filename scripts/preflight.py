@@ -2,9 +2,7 @@
 tokenizer loads), and
 record its content hash (and hub revision)."""
 
-from pathlib import Path
-
-from wildmerge.failures import clear, record, refuse_if_recorded
+from wildmerge.failures import clear, marker_for, record, refuse_if_recorded
 from wildmerge.preflight.finite import NonFiniteWeightsError, nonfinite_tensors
 from wildmerge.preflight.checks import PreflightError, check_checkpoint
 from wildmerge.provenance import atomic_write_json, checkpoint_record
@@ -18,7 +16,7 @@ class TokenizerLoadError(ValueError):
 smk = snakemake  # noqa: F821
 log = setup_logging(smk)
 ck = smk.params.checkpoint
-marker = Path(str(smk.log[0]) + ".failed.json")
+marker = marker_for(smk.log[0])
 refuse_if_recorded(marker, [smk.input.model, smk.input.base])
 try:
     report = check_checkpoint(

@@ -14,11 +14,16 @@ from pathlib import Path
 
 from wildmerge.provenance import atomic_write_json
 
-__all__ = ["DeterministicFailure", "clear", "record", "refuse_if_recorded"]
+__all__ = ["DeterministicFailure", "clear", "marker_for", "record", "refuse_if_recorded"]
 
 
 class DeterministicFailure(RuntimeError):
     """A recorded failure, raised again on a retry without redoing the job."""
+
+
+def marker_for(log: str | Path) -> Path:
+    """The marker of a job's deterministic failure: ``<its log>.failed.json``, next to the log."""
+    return Path(f"{log}.failed.json")
 
 
 def _mtime(path: Path) -> float:

@@ -9,7 +9,7 @@ import tempfile
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 TRACKED_PACKAGES = ("mergekit", "lm_eval", "torch", "transformers", "safetensors", "wildmerge")
 WEIGHT_SUFFIXES = (".safetensors",)
@@ -101,7 +101,3 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 def read_json(path: str | Path) -> Any:
     with open(path) as f:
         return json.load(f)
-
-
-def read_all(paths: Iterable[str | Path]) -> list[Any]:
-    return [read_json(p) for p in paths]

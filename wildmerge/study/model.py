@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from wildmerge.hub.models import hub_dirname
+from wildmerge.hub.ids import hub_dirname
 from wildmerge.study.subsets import Subset
 
 DEMO_PREFIX = "demo:"

@@ -19,7 +19,7 @@ import json
 import math
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping
 
 from wildmerge.provenance import stable_hash
 
@@ -97,19 +97,3 @@ def merge_id(base_identity: str, subset: Subset, method: str, params: Mapping[st
             "params": dict(params),
         }
     )
-
-
-def subsets_for_sizes(
-    base: str, pool: Mapping[str, str], sizes: Iterable[int], k: int, seed: int
-) -> list[Subset]:
-    """All subsets for the configured sizes (sizes above the pool size are skipped)."""
-    out: list[Subset] = []
-    for n in sorted(set(sizes)):
-        if n == 1 or n > len(pool):
-            continue
-        out.extend(draw_subsets(base, pool, n, k, seed))
-    return out
-
-
-def members_key(members: Sequence[str]) -> str:
-    return ";".join(sorted(members))

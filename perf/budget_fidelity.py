@@ -16,7 +16,7 @@ budgeted study's result without evaluating it again. Prints, per budget:
   sampling: subsets fixed; and item x subset sampling);
 * the width ratio unpaired / paired of the item intervals of the mean gain.
 
-    .venv/bin/python benchmarks/budget_fidelity.py [--workdir DIR] [--cores 2] [--skip-run]
+    .venv/bin/python perf/budget_fidelity.py [--workdir DIR] [--cores 2] [--skip-run]
 """
 
 from __future__ import annotations

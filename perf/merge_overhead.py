@@ -29,7 +29,7 @@ and CPU (user+sys) medians are printed; the merged weights of wildmerge, the job
 mergekit-yaml are checked identical (sha256). The default run takes ~15 min on 2 cores,
 most of it TIES (mergekit argsorts every tensor); ``--methods ta,model_stock`` ~4 min.
 
-    .venv/bin/python benchmarks/merge_overhead.py [--repeats 3] [--layers 12] [--hidden 2048]
+    .venv/bin/python perf/merge_overhead.py [--repeats 3] [--layers 12] [--hidden 2048]
 """
 
 from __future__ import annotations

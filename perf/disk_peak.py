@@ -5,7 +5,7 @@ bytes under the merged-models directory and under the whole work directory. Merg
 weights are temporary (deleted once scored), so the peak of the models directory should
 stay near (number of parallel jobs) x (one merged model), however many merges the study has.
 
-    .venv/bin/python benchmarks/disk_peak.py [--cores 2] [--keep WORKDIR]
+    .venv/bin/python perf/disk_peak.py [--cores 2] [--keep WORKDIR]
 """
 
 from __future__ import annotations

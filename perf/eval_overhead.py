@@ -16,7 +16,7 @@ model once (``PreTrainedModel.from_pretrained`` calls counted in the process, an
 "loaded ... in" log lines). Both processes get ``--threads`` torch threads (default 1, as
 the evaluate rule's ``threads: 1``). Only ratios from one run are comparable.
 
-    .venv/bin/python benchmarks/eval_overhead.py [--repeats 3] [--workdir DIR]
+    .venv/bin/python perf/eval_overhead.py [--repeats 3] [--workdir DIR]
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ and prints the machine and a Markdown table to paste into the README's Performan
 section. Timings vary with load: the load average at the start is printed; run it on an
 idle machine. Asserts nothing about the timings.
 
-    .venv/bin/python benchmarks/perf_table.py [--runs 3] [--cores 2] [--fresh-clone] [--tests]
+    .venv/bin/python perf/perf_table.py [--runs 3] [--cores 2] [--fresh-clone] [--tests]
 """
 
 from __future__ import annotations
@@ -275,7 +275,7 @@ def table(mach: dict[str, str], runs: list[RunStats], floors: dict[str, float], 
     lines = [
         (f"Measured {mach['date']} on {mach['cpu']}, {mach['cores']} cores, {mach['memory']} RAM, {mach['os']}, "
          f"Python {mach['python']} ({mach['versions']}); commit {mach['commit']}; load average at the start "
-         f"{mach['load']}. Printed by `benchmarks/perf_table.py`."),
+         f"{mach['load']}. Printed by `perf/perf_table.py`."),
         "",
         "| what | measured | goal |",
         "| --- | --- | --- |",

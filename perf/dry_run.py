@@ -16,7 +16,7 @@ validation or scripts). What the real run
 takes beyond it is wildmerge's own cost; the floor itself is Snakemake's per-job and
 per-file cost for a DAG this size.
 
-    .venv/bin/python benchmarks/dry_run.py [--repeats 3] [--configfile config/paper.yaml]
+    .venv/bin/python perf/dry_run.py [--repeats 3] [--configfile config/paper.yaml]
 """
 
 from __future__ import annotations
