@@ -55,8 +55,10 @@ def _counting(cls, *args, **kwargs):
     return _orig(cls, *args, **kwargs)
 transformers.PreTrainedModel.from_pretrained = classmethod(_counting)
 from wildmerge.evaluation.lm_eval_run import evaluate_model
-values = evaluate_model(a["model"], [{"name": t} for t in a["tasks"]], a["out_files"], include_path=a["include_path"],
-                        batch_size=a["batch_size"], device="cpu", dtype=a["dtype"], seed=a["seed"])
+from wildmerge.evaluation.settings import EvalSettings
+settings = EvalSettings(dtype=a["dtype"], seed=a["seed"], batch_size=a["batch_size"], device="cpu",
+                        include_path=a["include_path"])
+values = evaluate_model(a["model"], [{"name": t} for t in a["tasks"]], a["out_files"], settings)
 print("BENCH " + json.dumps({"loads": loads, "values": values}))
 """
 

@@ -101,6 +101,7 @@ def test_paper_architecture_all_methods_match_reference_and_score(tmp_path, arch
     from transformers import AutoModelForCausalLM
 
     from wildmerge.evaluation.lm_eval_run import evaluate_model
+    from wildmerge.evaluation.settings import EvalSettings
 
     _, tied = tiny_models.ARCHITECTURES[arch]
     base = tiny_models.build(arch, tmp_path / "base")
@@ -130,8 +131,8 @@ def test_paper_architecture_all_methods_match_reference_and_score(tmp_path, arch
     for label, model_dir in models.items():
         out_file = tmp_path / "scores" / f"{label}.json"
         values = evaluate_model(
-            model_dir, [{"name": "demo_count"}], {"demo_count": out_file}, include_path=demo_tasks, batch_size=8,
-            device="cpu", dtype="float32", seed=1234,
+            model_dir, [{"name": "demo_count"}], {"demo_count": out_file},
+            EvalSettings(dtype="float32", seed=1234, batch_size=8, device="cpu", include_path=str(demo_tasks)),
         )
         assert 0.0 <= values["demo_count"] <= 1.0 and json.loads(out_file.read_text())["n_samples"]
 

@@ -15,6 +15,7 @@ from wildmerge.demo import tiny_models
 def scored(tmp_path_factory) -> Path:
     from wildmerge.demo.tasks import make_tasks
     from wildmerge.evaluation.lm_eval_run import evaluate_model
+    from wildmerge.evaluation.settings import EvalSettings
 
     work = tmp_path_factory.mktemp("items")
     tasks = make_tasks(work / "tasks", n_eval=20)
@@ -24,8 +25,9 @@ def scored(tmp_path_factory) -> Path:
         out = work / f"m{seed}"
         for bench in ("demo_count", "demo"):  # a task, and a group of tasks (lm-eval: not both in one call)
             evaluate_model(
-                model, [{"name": bench}], {bench: out / f"{bench}.json"}, include_path=work / "tasks",
-                batch_size=8, device="cpu", dtype="float32", seed=1234, provenance={"model_id": f"m{seed}"}, items_files={bench: out / f"{bench}.parquet"},
+                model, [{"name": bench}], {bench: out / f"{bench}.json"},
+                EvalSettings(dtype="float32", seed=1234, batch_size=8, device="cpu", include_path=str(work / "tasks")),
+                provenance={"model_id": f"m{seed}"}, items_files={bench: out / f"{bench}.parquet"},
             )
     return work
 
@@ -72,6 +74,7 @@ def test_budget_sample_is_seeded_stratified_and_nested():
 
 def test_budget_scores_the_sample_and_growing_it_scores_only_new_items(scored):
     from wildmerge.evaluation.lm_eval_run import evaluate_model
+    from wildmerge.evaluation.settings import EvalSettings
     from wildmerge.evaluation.items import read_items
 
     full = read_items(scored / "m0" / "demo.parquet").set_index("item_id")
@@ -80,8 +83,10 @@ def test_budget_scores_the_sample_and_growing_it_scores_only_new_items(scored):
     runs = {}
     for budget in (0.25, 0.5):
         evaluate_model(
-            scored / "model0", [{"name": "demo"}], {"demo": out / f"{budget}.json"}, include_path=scored / "tasks",
-            batch_size=8, device="cpu", dtype="float32", seed=1234, items_files={"demo": out / f"{budget}.parquet"}, budget=budget, pools=pools,
+            scored / "model0", [{"name": "demo"}], {"demo": out / f"{budget}.json"},
+            EvalSettings(dtype="float32", seed=1234, batch_size=8, device="cpu", include_path=str(scored / "tasks"),
+                         budget=budget),
+            items_files={"demo": out / f"{budget}.parquet"}, pools=pools,
         )
         runs[budget] = json.loads((out / f"{budget}.json").read_text())
         items = read_items(out / f"{budget}.parquet").set_index("item_id")

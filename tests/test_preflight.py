@@ -13,7 +13,6 @@ import torch
 import transformers
 
 from wildmerge.preflight import files as checkpoint_files
-from wildmerge import preflight as pf
 from wildmerge.preflight.checks import PreflightError, check_checkpoint, preflight
 from wildmerge.provenance import atomic_write_json
 
@@ -159,7 +158,7 @@ def test_identical_expert_ok(tmp_path, base, clone):
     assert rep["n_tensors"] == report["base"]["n_tensors"] == 12
     assert rep["weights"] == {"format": "safetensors", "layout": "single", "files": ["model.safetensors"]}
     assert rep["tokenizer"]["fingerprint"] == report["base"]["tokenizer"]["fingerprint"]
-    assert rep["tokenizer"]["fingerprint"] == pf.tokenizer_fingerprint(expert)
+    assert rep["tokenizer"]["fingerprint"] == checkpoint_files.tokenizer_fingerprint(expert)
     assert rep["tokenizer"]["n_tokens"] == VOCAB
     # JSON-able, written the way the workflow writes it
     out = tmp_path / "preflight.json"
@@ -272,7 +271,7 @@ def test_permuted_tokenizer_same_size_refused(base, clone):
     # accepted (mergekit re-indexes the embeddings) with an explicit policy
     rep = preflight(base, {"perm": expert}, tokenizer_policy="base")["experts"]["perm"]
     assert rep["resolution"] == {"tokenizer_source": "base"}
-    assert rep["tokenizer"]["fingerprint"] != pf.tokenizer_fingerprint(base)
+    assert rep["tokenizer"]["fingerprint"] != checkpoint_files.tokenizer_fingerprint(base)
 
 
 def test_tokenizer_fingerprint_ignores_unrelated_files(base, clone):
@@ -280,7 +279,7 @@ def test_tokenizer_fingerprint_ignores_unrelated_files(base, clone):
     cfg = json.loads((expert / "tokenizer_config.json").read_text())
     cfg["model_max_length"] = 123
     (expert / "tokenizer_config.json").write_text(json.dumps(cfg))
-    assert pf.tokenizer_fingerprint(expert) == pf.tokenizer_fingerprint(base)
+    assert checkpoint_files.tokenizer_fingerprint(expert) == checkpoint_files.tokenizer_fingerprint(base)
 
 
 def test_unknown_policy(base, clone):
