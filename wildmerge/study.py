@@ -470,8 +470,9 @@ def check_study(study: Study, config: Mapping[str, Any]) -> None:
                 params_of[h] = m.params
                 sizes.setdefault((key.format(m.method), m.mergekit_method, h), set()).add(m.subset.n)
     include = (config.get("evaluation") or {}).get("include_path")
-    suite_benchmarks = [b for names in study.suites.values() for b in names]
-    benchmarks = list(dict.fromkeys(study.benchmark_names + suite_benchmarks))
+    from wildmerge.task_index import benchmark_problems, study_benchmarks
+
+    benchmarks = study_benchmarks(study.benchmarks, study.suites)  # (config key, name, metric)
     # A check that passed is remembered (keyed by everything it depends on): importing
     # mergekit (torch, transformers) would otherwise cost every DAG build over a second.
     passed = _check_cache(
@@ -485,24 +486,15 @@ def check_study(study: Study, config: Mapping[str, Any]) -> None:
     )
     if passed is not None and passed.exists():
         return
-    from wildmerge.evaluate import unknown_benchmarks
     from wildmerge.merge import check_method
 
     for name, spec in study.methods.items():  # also methods no subset uses
         check_method(f"methods.{name}", spec["method"], spec["params"])
     for (key, method, h), ns in sizes.items():
         check_method(key, method, params_of[h], sorted(ns))
-    local: list[str] = []
-    if include == "demo":
-        from wildmerge.demo import GROUP, TASKS
-
-        local, include = [*TASKS, GROUP], None
-    missing = unknown_benchmarks(benchmarks, include, local)
-    if missing:
-        from wildmerge.configcheck import unknown_benchmark_message
-
-        key = f"evaluation.benchmarks{' / homogeneous.*.benchmarks' if suite_benchmarks else ''}"
-        raise ConfigError(unknown_benchmark_message(key, missing, include, local))
+    problem = benchmark_problems(benchmarks, include)  # names, tags, metrics (wildmerge.task_index)
+    if problem:
+        raise ConfigError(problem)
     if passed is not None:
         try:
             passed.parent.mkdir(parents=True, exist_ok=True)
@@ -524,7 +516,8 @@ def _check_cache(parts: list[Any], include: str | None) -> Path | None:
         {
             "parts": [*parts, include],
             "versions": [version("mergekit"), version("lm_eval")],
-            "code": [stable_hash((code / f).read_text()) for f in ("merge.py", "methods.py", "study.py", "evaluate.py")],
+            "code": [stable_hash((code / f).read_text()) for f in ("merge.py", "methods.py", "study.py", "evaluate.py",
+                                                                     "task_index.py")],
         },
         24,
     )
