@@ -9,7 +9,7 @@ rule fetch_hub:
     # the GPU jobs start (`snakemake fetch_hub --cores 4`)
     input:
         lambda wc: [c.path for c in STUDY.hub_checkpoints().values()],
-        expand("resources/data/{benchmark}.json", benchmark=BENCHMARKS),
+        expand("resources/data/{benchmark}.json", benchmark=DATA_BENCHMARKS),
 
 
 rule fetch_hub_model:

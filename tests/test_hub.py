@@ -204,7 +204,8 @@ def test_fetch_hub_target_plans_only_the_hub_checkpoints(tmp_path: Path) -> None
 
     jobs = dry_run_job_wildcards(tmp_path, "fetch_hub", config=REPO / "config/paper.yaml")
     assert set(jobs) == {"fetch_hub", "fetch_hub_model", "fetch_benchmark_data"}  # no merge or evaluation
-    assert len(jobs["fetch_hub_model"]) == 52 and len(jobs["fetch_benchmark_data"]) == 16
+    # 52 of the main study, 10 of Appendix E's groups; the 16 benchmarks and 15 suite-only tasks
+    assert len(jobs["fetch_hub_model"]) == 52 + 10 and len(jobs["fetch_benchmark_data"]) == 16 + 15
 
 
 def tinybench_task(tmp_path: Path, extra: str = "") -> Path:
@@ -320,7 +321,7 @@ def test_evaluations_wait_for_fetched_benchmark_data_except_the_generated_demo(t
     from workflow_helpers import REPO, dry_run_jobs
 
     paper = dry_run_jobs(tmp_path / "paper", config=REPO / "config/paper.yaml")
-    assert paper["fetch_benchmark_data"] == 16 and paper["fetch_hub_model"] == 52
+    assert paper["fetch_benchmark_data"] == 16 + 15 and paper["fetch_hub_model"] == 52 + 10  # with App. E
     assert "fetch_benchmark_data" not in dry_run_jobs(tmp_path / "demo")  # demo stays offline, no extra jobs
 
 

@@ -85,14 +85,23 @@ def test_configfile_replaces_the_default_config(tmp_path):
 
 def test_paper_config_dry_run_offline(tmp_path):
     counts = dry_run_jobs(tmp_path, config=REPO / "config" / "paper.yaml")
-    assert counts["fetch_hub_model"] == 4 + 48
+    # 4 bases, 48 experts; Appendix E's 12 checkpoints (Table 4) less the 2 in qwen3-4b's pool
+    assert counts["fetch_hub_model"] == counts["preflight"] == 4 + 48 + 10
+    # the 16 benchmarks (Table 6) and Table 5's suites (17 tasks, medmcqa and headqa_en among the 16)
+    assert counts["fetch_benchmark_data"] == 16 + 15
     # per base: 5 sizes x 15 subsets + the single n=12 subset, 7 methods; plus the Appendix C
     # sweeps on all 12 experts (16 + 30 + 8 points, less those equal to a main method's merge)
     sweeps = 4 * (16 + 30 + 8 - 3)
     # one job per merged model (merged and scored together), one per checkpoint
-    assert counts["merge_evaluate"] == 4 * (5 * 15 + 1) * 7 + sweeps and "merge" not in counts
+    assert counts["merge_evaluate"] == 4 * (5 * 15 + 1) * 7 + sweeps
     assert counts["evaluate"] == 4 * (1 + 12)
     assert counts["ablations"] == 3
+    # Appendix E, per Qwen3 base: Math-only (n=3), Medical-only (n=3) and All (n=6) merges with
+    # the 7 methods, merged by `merge` and scored on the suites: each suite scores the base, its
+    # group's 3 experts, the group's merge and the All merge per method
+    assert counts["merge"] == 2 * 3 * 7
+    assert counts["evaluate_suite"] == 2 * 2 * (1 + 3 + 2 * 7)
+    assert counts["homogeneous"] == 1
 
 
 def test_demo_outputs(demo_run):

@@ -8,14 +8,13 @@ shared between models.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from wildmerge.provenance import atomic_write_json, cache_dir, file_sha256, stable_hash, versions
+from wildmerge.provenance import atomic_write_json, file_sha256, stable_hash, versions
 from wildmerge.evaluation.settings import EvalSettings
 
 log = logging.getLogger(__name__)
@@ -23,7 +22,7 @@ log = logging.getLogger(__name__)
 METRIC_FALLBACK = ("acc", "acc_norm", "exact_match")
 
 
-def _pick_metric(result: Mapping[str, Any], wanted: str | None) -> tuple[str, str]:
+def pick_metric(result: Mapping[str, Any], wanted: str | None) -> tuple[str, str]:
     """Return (metric, key in lm-eval's result dict) for the reported accuracy."""
     keys = [k for k in result if "," in k and not k.split(",")[0].endswith("_stderr")]
     order = [wanted] if wanted else list(METRIC_FALLBACK)
@@ -50,52 +49,6 @@ def _task_hash(config: Mapping[str, Any] | None) -> dict[str, Any]:
                     data[f"{split}:{Path(p).name}"] = file_sha256(Path(p))
     cfg = {k: v for k, v in config.items() if k != "dataset_kwargs"}
     return {"config_sha": stable_hash(cfg, 16), "data_sha": data}
-
-
-def builtin_task_names() -> set[str]:
-    """Names of lm-eval's built-in tasks/groups/tags, cached per lm-eval version.
-
-    Indexing the ~10k task YAMLs takes seconds, so DAG builds read a cache file
-    (``$XDG_CACHE_HOME/wildmerge``) that is rebuilt when lm-eval's version changes.
-    """
-    from importlib.metadata import version
-
-    cache = cache_dir()
-    path = cache / f"lm_eval_tasks-{version('lm_eval')}.json"
-    try:
-        return set(json.loads(path.read_text()))
-    except (OSError, ValueError):
-        pass
-    from lm_eval.tasks import TaskManager
-
-    names = sorted(TaskManager().all_tasks)
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(names))
-        os.replace(tmp, path)
-    except OSError:  # read-only home: no cache, same answer
-        pass
-    return set(names)
-
-
-def unknown_benchmarks(names: Sequence[str], include_path: str | Path | None = None,
-                       local_tasks: Sequence[str] | None = None) -> list[str]:
-    """Benchmarks lm-eval would not find: not built in, not in ``include_path``/``local_tasks``.
-
-    ``local_tasks`` lists tasks the workflow generates itself (not on disk at DAG build).
-    """
-    known = set(local_tasks or ())
-    missing = [n for n in names if n not in known]
-    if missing and include_path and Path(include_path).is_dir():
-        from lm_eval.tasks import TaskManager
-
-        known |= set(TaskManager(include_path=str(include_path), include_defaults=False).all_tasks)
-        missing = [n for n in missing if n not in known]
-    if missing:
-        builtin = builtin_task_names()
-        missing = [n for n in missing if n not in builtin]
-    return missing
 
 
 def _task_manager(factory: Any, include_path: str | Path | None, names: Sequence[str]) -> Any:
@@ -180,7 +133,7 @@ def evaluate_model(
         for b in group:
             name = b["name"]
             result = res["results"][name]
-            metric, key = _pick_metric(result, b.get("metric"))
+            metric, key = pick_metric(result, b.get("metric"))
             filt = key.split(",", 1)[1]
             stderr = result.get(f"{metric}_stderr,{filt}")
             cfg = res.get("configs", {}).get(name)

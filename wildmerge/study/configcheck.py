@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from wildmerge.evaluation.task_index import benchmark_problems, study_benchmarks
 from wildmerge.hub.ids import HUB_ID
 from wildmerge.provenance import cache_dir, stable_hash
 from wildmerge.study.model import DEMO_PREFIX, ConfigError
@@ -223,38 +224,6 @@ def _say_unfetched_hub_ids(study: Study) -> None:
         )
 
 
-# --------------------------------------------------------------------------- benchmarks
-
-
-def unknown_benchmark_message(key: str, missing: list[str], include: str | None, local: list[str]) -> str:
-    """What was searched for ``missing`` benchmarks, and the close matches in each index."""
-    from wildmerge.evaluation.lm_eval_run import builtin_task_names
-
-    known: set[str] = set(local)
-    if local:
-        searched = ["the demo tasks (evaluation.include_path: demo)"]
-    elif include:
-        if Path(include).is_dir():
-            from lm_eval.tasks import TaskManager
-
-            known |= set(TaskManager(include_path=str(include), include_defaults=False).all_tasks)
-            searched = [f"evaluation.include_path={include}"]
-        else:
-            searched = [f"evaluation.include_path={include} (no such directory)"]
-    else:
-        searched = []
-    builtin = builtin_task_names()
-    searched.append(f"lm-eval's {len(builtin)} built-in tasks")
-    lines = [f"{key}: lm-eval has no task {missing}; searched {' and '.join(searched)}"]
-    for m in missing:
-        near = difflib.get_close_matches(m, sorted(known | builtin), n=3, cutoff=0.6)
-        if near:
-            lines.append(f"  {m}: close matches {', '.join(near)}")
-    if not include and not local:
-        lines.append("  for your own task YAMLs set evaluation.include_path")
-    return "\n".join(lines)
-
-
 # --------------------------------------------------------------------------- libraries
 
 
@@ -274,8 +243,7 @@ def check_study(study: Study, config: Mapping[str, Any]) -> None:
                 params_of[h] = m.params
                 sizes.setdefault((key.format(m.method), m.mergekit_method, h), set()).add(m.subset.n)
     include = (config.get("evaluation") or {}).get("include_path")
-    suite_benchmarks = [b for names in study.suites.values() for b in names]
-    benchmarks = list(dict.fromkeys(study.benchmark_names + suite_benchmarks))
+    benchmarks = study_benchmarks(study.benchmarks, study.suites)  # (config key, name, metric)
     # A check that passed is remembered (keyed by everything it depends on): importing
     # mergekit (torch, transformers) would otherwise cost every DAG build over a second.
     passed = _check_cache(
@@ -289,22 +257,15 @@ def check_study(study: Study, config: Mapping[str, Any]) -> None:
     )
     if passed is not None and passed.exists():
         return
-    from wildmerge.evaluation.lm_eval_run import unknown_benchmarks
     from wildmerge.merging.mergekit_run import check_method
 
     for name, spec in study.methods.items():  # also methods no subset uses
         check_method(f"methods.{name}", spec["method"], spec["params"])
     for (key, method, h), ns in sizes.items():
         check_method(key, method, params_of[h], sorted(ns))
-    local: list[str] = []
-    if include == "demo":
-        from wildmerge.demo import GROUP, TASKS
-
-        local, include = [*TASKS, GROUP], None
-    missing = unknown_benchmarks(benchmarks, include, local)
-    if missing:
-        key = f"evaluation.benchmarks{' / homogeneous.*.benchmarks' if suite_benchmarks else ''}"
-        raise ConfigError(unknown_benchmark_message(key, missing, include, local))
+    problem = benchmark_problems(benchmarks, include)  # names, tags, metrics (wildmerge.evaluation.task_index)
+    if problem:
+        raise ConfigError(problem)
     if passed is not None:
         try:
             passed.parent.mkdir(parents=True, exist_ok=True)
@@ -327,7 +288,7 @@ def _check_cache(parts: list[Any], include: str | None) -> Path | None:
             "parts": [*parts, include],
             "versions": [version("mergekit"), version("lm_eval")],
             "code": [stable_hash((code / f).read_text()) for f in ("merging/mergekit_run.py", "merging/methods.py", "study/plan.py",
-                                                     "evaluation/lm_eval_run.py")],
+                                                     "evaluation/lm_eval_run.py", "evaluation/task_index.py")],
         },
         24,
     )
