@@ -22,9 +22,9 @@ rule ablations:
         results("logs/ablations/{ablation}.log"),
     params:
         points=lambda wc: [dataclasses.asdict(p) for p in STUDY.ablations[wc.ablation]],
-        grid=lambda wc: list(config["ablations"][wc.ablation]["grid"]),
-        method=lambda wc: config["ablations"][wc.ablation]["method"],
-        fixed=lambda wc: config["ablations"][wc.ablation].get("params") or {},
+        grid=lambda wc: list(STUDY.sweeps[wc.ablation].grid),
+        method=lambda wc: STUDY.sweeps[wc.ablation].method,
+        fixed=lambda wc: dict(STUDY.sweeps[wc.ablation].params),
         scores=ablation_score_dirs,
         manifests=ablation_manifests,
         benchmarks=BENCHMARKS,

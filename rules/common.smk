@@ -144,8 +144,8 @@ def merge_inputs(wildcards):
     folder, so the folders are not inputs again: a DAG edge per file costs at paper scale)."""
     m = STUDY.merge(wildcards.base, merge_wildcard(wildcards))
     return {
-        "info": [results(f"checkpoints/{wildcards.base}/base.json")]
-        + [results(f"checkpoints/{wildcards.base}/expert-{e}.json") for e in m.subset.members],
+        "info": [STUDY.preflight_record(wildcards.base, "base")]
+        + [STUDY.preflight_record(wildcards.base, f"expert-{e}") for e in m.subset.members],
     }
 
 
@@ -177,7 +177,7 @@ def eval_inputs(wildcards):
     if wildcards.model.startswith("m-"):
         inputs["info"] = STUDY.manifest_file(wildcards.base, wildcards.model)
     else:
-        inputs["info"] = results(f"checkpoints/{wildcards.base}/{wildcards.model}.json")
+        inputs["info"] = STUDY.preflight_record(wildcards.base, wildcards.model)
     return {**inputs, **benchmark_inputs()}
 
 
@@ -251,6 +251,6 @@ def final_outputs():
     out += [results(f"figures/ablation_{a}_{s}.png") for a in STUDY.ablations for s in ("accuracy", "l2norm")]
     if STUDY.suite_evals:
         out += [results("figures/homogeneous.png"), results("tables/homogeneous.csv")]
-    if STUDY.per_item:  # paired per-item tables (rules/tables.smk: item_tables)
+    if STUDY.per_item:  # paired per-item tables (rules/item_tables.smk)
         out += [results(f"tables/{t}.md") for t in ("items_vs_base", "items_vs_best_expert")]
     return sorted(set(out))

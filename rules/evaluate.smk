@@ -17,7 +17,7 @@ rule evaluate:
     input:
         unpack(eval_inputs),
     output:
-        record=results("evaluations/{base}/{model}/{record}.json"),
+        record=STUDY.record_file("{base}", "{model}", "{record}"),
     log:
         results("logs/evaluate/{base}/{model}/{record}.log"),
     benchmark:
@@ -48,7 +48,7 @@ rule merge_evaluate:
     input:
         unpack(merge_eval_inputs),
     output:
-        record=results("evaluations/{base}/{model}/{record}.json"),
+        record=STUDY.record_file("{base}", "{model}", "{record}"),
     log:
         results("logs/merge_evaluate/{base}/{model}/{record}.log"),
     benchmark:

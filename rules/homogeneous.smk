@@ -7,7 +7,7 @@ rule evaluate_suite:
     input:
         unpack(eval_inputs),
     output:
-        scores=directory(results("homogeneous/scores/{base}/{suite}/{model}")),
+        scores=directory(STUDY.suite_score_dir("{base}", "{suite}", "{model}")),
     log:
         results("logs/evaluate_suite/{base}/{suite}/{model}.log"),
     benchmark:
@@ -35,7 +35,7 @@ rule evaluate_suite:
 
 rule homogeneous:
     input:
-        [results(f"homogeneous/scores/{e.base}/{e.suite}/{e.model_id}") for e in STUDY.suite_evals],
+        [STUDY.suite_score_dir(e.base, e.suite, e.model_id) for e in STUDY.suite_evals],
     output:
         table=results("tables/homogeneous.csv"),
         figure=report(

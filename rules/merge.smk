@@ -8,7 +8,7 @@ rule merge:
         unpack(merge_inputs),
     output:
         model=merged_model_dir(f"{STUDY.models_dir}/{{base}}/{{merge}}"),
-        manifest=results("manifests/{base}/{merge}.json"),
+        manifest=STUDY.manifest_file("{base}", "{merge}"),
     log:
         results("logs/merge/{base}/{merge}.log"),
     benchmark:

@@ -7,7 +7,7 @@ rule preflight:
     input:
         unpack(preflight_inputs),
     output:
-        results("checkpoints/{base}/{checkpoint}.json"),
+        STUDY.preflight_record("{base}", "{checkpoint}"),
     log:
         results("logs/preflight/{base}/{checkpoint}.log"),
     params:

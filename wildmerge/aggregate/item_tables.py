@@ -34,12 +34,19 @@ import numpy as np
 import pandas as pd
 
 from wildmerge.aggregate.scores import AVERAGE, model_averages
-from wildmerge.aggregate.statistics import EPS, bootstrap_indices, percentile_ci
+from wildmerge.aggregate.rendering import ITEM_CAPTION, cells_to_markdown
+from wildmerge.aggregate.statistics import (
+    DEFAULT_LEVEL,
+    DEFAULT_SEED,
+    EPS,
+    average_replicates,
+    bootstrap_indices,
+    percentile_ci,
+)
 
-
-DEFAULT_N_BOOT = 1000
-DEFAULT_SEED = 0
-DEFAULT_LEVEL = 0.95
+#: Item bootstrap resamples: fewer than the subset bootstrap's (statistics.DEFAULT_N_BOOT)
+#: because each one is an (items)-long weight vector held in memory for every model.
+ITEM_N_BOOT = 1000
 
 CELL_COLUMNS = [
     "base", "method", "reference", "reference_model", "n", "k",
@@ -137,7 +144,7 @@ def _ci(reps: np.ndarray, level: float) -> tuple[float, float]:
 
 
 def paired_tables(scores: pd.DataFrame, files: Mapping[tuple[str, str, str], str | Path], methods: Sequence[str],
-                  reference: str = "base", *, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED,
+                  reference: str = "base", *, n_boot: int = ITEM_N_BOOT, seed: int = DEFAULT_SEED,
                   level: float = DEFAULT_LEVEL, item_ids: Mapping[str, Sequence[str]] | None = None,
                   resample_subsets: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(cells, merges): per (base, method, n) and per merge, the paired per-item comparison
@@ -236,36 +243,11 @@ def _with_average(cells: pd.DataFrame, methods: Sequence[str], reps: Mapping, re
     rows = []
     for method in methods:
         for n, grp in cells[cells.method == method].groupby("n", sort=True):
-            r = [reps[(b, method, int(n))] for b in grp.base]
-            p_rep, g_rep, g_rep_u = (np.mean([x[i] for x in r], axis=0) for i in range(3))
+            p_rep, g_rep, g_rep_u = average_replicates([reps[(b, method, int(n))] for b in grp.base])
             rows.append(_cell(AVERAGE, method, reference, "", int(n), int(grp.k.sum()),
                               float(grp.pct_better.mean()), float(grp.mean_gain.mean()), p_rep, g_rep, g_rep_u,
                               int(grp.n_sig_better.sum()), int(grp.n_sig_worse.sum()), int(grp.n_items.min()), level))
     return pd.concat([cells, pd.DataFrame(rows, columns=CELL_COLUMNS)], ignore_index=True)
-
-
-def cells_to_markdown(cells: pd.DataFrame) -> str:
-    """One line per (base, method, n): gain with its paired CI, the unpaired CI, significance."""
-    if cells.empty:
-        return "_no per-item outcomes_\n"
-    head = ("| base | method | n | k | % better [CI] | mean gain [paired CI] | unpaired CI | width ratio "
-            "| sig. better / worse |\n|---|---|---|---|---|---|---|---|---|\n")
-    lines = [
-        f"| {r.base} | {r.method} | {r.n} | {r.k} | {r.pct_better:.0f} [{r.pct_better_lo:.0f}, {r.pct_better_hi:.0f}] "
-        f"| {r.mean_gain:+.2f} [{r.mean_gain_lo:+.2f}, {r.mean_gain_hi:+.2f}] "
-        f"| [{r.unpaired_lo:+.2f}, {r.unpaired_hi:+.2f}] | {r.width_ratio:.2f} | {r.n_sig_better} / {r.n_sig_worse} |"
-        for r in cells.itertuples()
-    ]
-    return head + "\n".join(lines) + "\n"
-
-
-CAPTION = (
-    "Paired per-item comparison with the {ref}: mean gain in points with its 95% CI from a bootstrap "
-    "over the items (stratified by task; the same item draws for every model, so the {ref}'s outcomes "
-    "are paired with the merge's) combined with the bootstrap over the k subsets; the unpaired CI draws "
-    "the {ref}'s items independently; width ratio = unpaired / paired. sig. better / worse: merges "
-    "(experts at n=1) whose own paired per-item CI lies above / below 0."
-)
 
 
 def write_paired_tables(scores: pd.DataFrame, files: Mapping[tuple[str, str, str], str | Path],
@@ -280,7 +262,7 @@ def write_paired_tables(scores: pd.DataFrame, files: Mapping[tuple[str, str, str
                                       ("items_vs_best_expert", "best_expert", all_methods, "best expert")):
         cells, per_merge = paired_tables(scores, files, methods, ref, **kw)  # type: ignore[arg-type]
         cells.to_csv(out_dir / f"{name}.csv", index=False)
-        (out_dir / f"{name}.md").write_text(f"**{name}.** {CAPTION.format(ref=label)}\n\n{cells_to_markdown(cells)}")
+        (out_dir / f"{name}.md").write_text(f"**{name}.** {ITEM_CAPTION.format(ref=label)}\n\n{cells_to_markdown(cells)}")
         written += [out_dir / f"{name}.csv", out_dir / f"{name}.md"]
         merges.append(per_merge)
     pd.concat(merges, ignore_index=True).to_csv(out_dir / "items_merges.csv", index=False)

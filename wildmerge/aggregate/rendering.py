@@ -207,3 +207,29 @@ def paired_caption(boot: Bootstrap) -> str:
         "comparisons."
     )
 
+
+# --------------------------------------------------------------------------- paired per-item tables
+
+
+def cells_to_markdown(cells: pd.DataFrame) -> str:
+    """One line per (base, method, n): gain with its paired CI, the unpaired CI, significance."""
+    if cells.empty:
+        return "_no per-item outcomes_\n"
+    head = ("| base | method | n | k | % better [CI] | mean gain [paired CI] | unpaired CI | width ratio "
+            "| sig. better / worse |\n|---|---|---|---|---|---|---|---|---|\n")
+    lines = [
+        f"| {r.base} | {r.method} | {r.n} | {r.k} | {r.pct_better:.0f} [{r.pct_better_lo:.0f}, {r.pct_better_hi:.0f}] "
+        f"| {r.mean_gain:+.2f} [{r.mean_gain_lo:+.2f}, {r.mean_gain_hi:+.2f}] "
+        f"| [{r.unpaired_lo:+.2f}, {r.unpaired_hi:+.2f}] | {r.width_ratio:.2f} | {r.n_sig_better} / {r.n_sig_worse} |"
+        for r in cells.itertuples()
+    ]
+    return head + "\n".join(lines) + "\n"
+
+
+ITEM_CAPTION = (
+    "Paired per-item comparison with the {ref}: mean gain in points with its 95% CI from a bootstrap "
+    "over the items (stratified by task; the same item draws for every model, so the {ref}'s outcomes "
+    "are paired with the merge's) combined with the bootstrap over the k subsets; the unpaired CI draws "
+    "the {ref}'s items independently; width ratio = unpaired / paired. sig. better / worse: merges "
+    "(experts at n=1) whose own paired per-item CI lies above / below 0."
+)

@@ -127,3 +127,9 @@ def wilcoxon_signed_rank_p(diffs: Sequence[float] | np.ndarray) -> float:
         rng=np.random.default_rng(0),
     )
     return float(min(1.0, res.pvalue))
+
+
+def average_replicates(replicates: Sequence[Sequence[np.ndarray]]) -> tuple[np.ndarray, ...]:
+    """The "Average" rows' bootstrap replicates: per statistic, the mean over bases of each base's
+    replicates, replicate by replicate (each base's drawn independently)."""
+    return tuple(np.mean([r[i] for r in replicates], axis=0) for i in range(len(replicates[0])))

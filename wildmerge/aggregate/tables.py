@@ -43,6 +43,7 @@ from wildmerge.aggregate.statistics import (
     DEFAULT_SEED,
     EPS,
     Bootstrap,
+    average_replicates,
     bootstrap_indices,
     percentile_ci,
     sign_test_p,
@@ -226,8 +227,7 @@ def _with_average(
             reps = [replicates.get((str(b), method, int(n))) for b in grp["base"]]
             pct_reps = gain_reps = None
             if reps and all(r is not None for r in reps):
-                pct_reps = np.mean([r[0] for r in reps], axis=0)
-                gain_reps = np.mean([r[1] for r in reps], axis=0)
+                pct_reps, gain_reps = average_replicates(reps)
             avg_rows.append(
                 {
                     "base": AVERAGE,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from itertools import product
 from typing import Any, Mapping
 
-from wildmerge.study.model import Base, ConfigError, Merge, merge_sizes
+from wildmerge.study.model import Base, ConfigError, Merge, Sweep, merge_sizes
 from wildmerge.study.subsets import draw_subsets, merge_id
 
 
@@ -30,7 +30,7 @@ class AblationPoint:
 
 
 def ablation_points(
-    name: str, spec: Mapping[str, Any], bases: Mapping[str, Base], per_size: int, seed: int
+    sweep: Sweep, bases: Mapping[str, Base], per_size: int, seed: int
 ) -> tuple[list[AblationPoint], list[Merge]]:
     """Expand one sweep (Appendix C): every grid point on the subsets of the given sizes.
 
@@ -39,9 +39,7 @@ def ablation_points(
     Returns the sweep's points and the merges it needs beyond each base's main ones
     (a point equal to a main method shares its merge), each once.
     """
-    key = f"ablations.{name}"
-    grid = dict(spec["grid"])
-    fixed = dict(spec.get("params") or {})
+    name, key, grid, fixed = sweep.name, f"ablations.{sweep.name}", dict(sweep.grid), dict(sweep.params)
     clash = sorted(set(grid) & set(fixed))
     if clash:
         raise ConfigError(f"{key}: {clash} both fixed under params and swept under grid")
@@ -50,15 +48,15 @@ def ablation_points(
     merges: dict[tuple[str, str], Merge] = {}
     for bname, base in bases.items():
         pool = {e: c.identity for e, c in base.experts.items()}
-        for n in merge_sizes(spec.get("sizes") or ["all"], len(pool), bname, key=f"{key}.sizes"):
+        for n in merge_sizes(sweep.sizes, len(pool), bname, key=f"{key}.sizes"):
             subsets = [s for s in base.subsets if s.n == n] or draw_subsets(
                 bname, pool, n, min(per_size, math.comb(len(pool), n)), seed
             )
             for s in subsets:
                 for point in points:
                     params = {**fixed, **point}
-                    mid = merge_id(base.model.identity, s, spec["method"], params)
+                    mid = merge_id(base.model.identity, s, sweep.method, params)
                     if mid not in base.merges:
-                        merges[(bname, mid)] = Merge(bname, mid, s, name, spec["method"], params)
+                        merges[(bname, mid)] = Merge(bname, mid, s, name, sweep.method, params)
                     out.append(AblationPoint(name, bname, mid, n, s.subset_id, point, params))
     return out, list(merges.values())

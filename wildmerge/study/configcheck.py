@@ -1,9 +1,14 @@
-"""Config checks run at DAG build, before the schema defaults are applied: duplicate YAML
-keys, short schema errors (file, key path, what is allowed, a close match), checkpoint
-sources that are neither an existing local directory nor a hub id, and the same checkpoint
-listed under two names.
+"""The config checks, all at DAG build, each naming the file or key:
 
-Every check raises :class:`ConfigFileError` whose message is a few lines at most.
+* before the schema's defaults: duplicate YAML keys and short schema errors (file, key path, what
+  is allowed, a close match): :func:`check_config_files`, :func:`check_schema`;
+* on the study: checkpoint sources that are neither an existing local directory nor a hub id,
+  and the same checkpoint under two names (:func:`check_sources`);
+* against the libraries: every method and its parameters against mergekit's registry, every
+  benchmark (name, tag, metric) against lm-eval's index (:func:`check_study`).
+
+The first two raise :class:`ConfigFileError`, the last :class:`ConfigError`; a message is a few
+lines at most.
 """
 
 from __future__ import annotations
@@ -250,7 +255,7 @@ def check_study(study: Study, config: Mapping[str, Any]) -> None:
         [
             sorted((k, m, h, sorted(ns)) for (k, m, h), ns in sizes.items()),
             sorted(params_of.items()),
-            sorted((n, s["method"], stable_hash(s["params"])) for n, s in study.methods.items()),
+            sorted((n, s.method, stable_hash(s.params)) for n, s in study.methods.items()),
             benchmarks,
         ],
         include,
@@ -260,7 +265,7 @@ def check_study(study: Study, config: Mapping[str, Any]) -> None:
     from wildmerge.merging.mergekit_run import check_method
 
     for name, spec in study.methods.items():  # also methods no subset uses
-        check_method(f"methods.{name}", spec["method"], spec["params"])
+        check_method(f"methods.{name}", spec.method, spec.params)
     for (key, method, h), ns in sizes.items():
         check_method(key, method, params_of[h], sorted(ns))
     problem = benchmark_problems(benchmarks, include)  # names, tags, metrics (wildmerge.evaluation.task_index)

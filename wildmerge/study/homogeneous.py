@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from wildmerge.study.model import Base, Checkpoint, ConfigError, Merge, parse_checkpoint
+from wildmerge.study.model import Base, Checkpoint, ConfigError, Merge, MethodSpec, parse_checkpoint
 from wildmerge.study.subsets import Subset, merge_id
 
 
@@ -34,7 +34,7 @@ class HomogeneousGroups:
 
 
 def homogeneous_evals(
-    bname: str, spec: Mapping[str, Any], base: Base, methods: Mapping[str, Mapping[str, Any]]
+    bname: str, spec: Mapping[str, Any], base: Base, methods: Mapping[str, MethodSpec]
 ) -> HomogeneousGroups:
     """Appendix E: merge each named expert group alone and all groups together, and score
     every merge (and the base, and each group's experts) on the groups' benchmark suites."""
@@ -73,9 +73,9 @@ def homogeneous_evals(
         for kind, sub in (("group", subset(names)), ("all", everything)):
             for mname in chosen:
                 m = methods[mname]
-                mid = merge_id(base.model.identity, sub, m["method"], m["params"])
+                mid = merge_id(base.model.identity, sub, m.method, m.params)
                 if mid not in base.merges:
-                    merges[mid] = Merge(bname, mid, sub, mname, m["method"], m["params"])
+                    merges[mid] = Merge(bname, mid, sub, mname, m.method, m.params)
                 out.evals.append(SuiteEval(bname, group, mid, kind, mname))
     out.merges = list(merges.values())
     return out

@@ -72,6 +72,34 @@ class Checkpoint:
 
 
 @dataclass(frozen=True)
+class MethodSpec:
+    """A config method (``methods.<name>``): a mergekit method and its parameters."""
+
+    method: str
+    params: Mapping[str, Any]
+
+    @classmethod
+    def parse(cls, spec: Mapping[str, Any]) -> MethodSpec:
+        """From the schema-validated config (``params`` defaults to {} there)."""
+        return cls(str(spec["method"]), dict(spec["params"]))
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A hyperparameter sweep (``ablations.<name>``, paper Appendix C)."""
+
+    name: str
+    method: str
+    params: Mapping[str, Any]  # held fixed
+    grid: Mapping[str, list[Any]]  # swept: the first is the x axis, the second the hue
+    sizes: list[Any]  # merge sizes n, or "all"
+
+    @classmethod
+    def parse(cls, name: str, spec: Mapping[str, Any]) -> Sweep:
+        return cls(name, str(spec["method"]), dict(spec["params"]), dict(spec["grid"]), list(spec.get("sizes") or ["all"]))
+
+
+@dataclass(frozen=True)
 class Merge:
     base: str
     merge_id: str

@@ -13,7 +13,17 @@ from typing import Any, Mapping
 from wildmerge.provenance import stable_hash
 from wildmerge.study.ablations import AblationPoint, ablation_points
 from wildmerge.study.homogeneous import SuiteEval, homogeneous_evals
-from wildmerge.study.model import Base, Checkpoint, ConfigError, Merge, canonical, merge_sizes, parse_checkpoint
+from wildmerge.study.model import (
+    Base,
+    Checkpoint,
+    ConfigError,
+    Merge,
+    MethodSpec,
+    Sweep,
+    canonical,
+    merge_sizes,
+    parse_checkpoint,
+)
 from wildmerge.study.subsets import draw_subsets, merge_id
 
 
@@ -34,8 +44,8 @@ def with_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
 
 class Study:
     """Resolved view of a validated config: its bases, subsets and merges, the paths of
-    results, and the lookups the rules make. Sweeps (:mod:`wildmerge.aggregate.ablations`) and
-    homogeneous groups (:mod:`wildmerge.aggregate.homogeneous`) are expanded by their modules."""
+    results, and the lookups the rules make. Sweeps (:mod:`wildmerge.study.ablations`) and
+    homogeneous groups (:mod:`wildmerge.study.homogeneous`) are expanded by their modules."""
 
     def __init__(self, config: Mapping[str, Any]):
         config = with_defaults(config)  # the Snakefile's has them already; a test's or script's may not
@@ -46,10 +56,7 @@ class Study:
         sub = config["subsets"]
         self.seed = int(sub["seed"])
         self.per_size = int(sub["per_size"])
-        self.methods: dict[str, dict[str, Any]] = {
-            name: {"method": spec["method"], "params": dict(spec.get("params") or {})}
-            for name, spec in config["methods"].items()
-        }
+        self.methods: dict[str, MethodSpec] = {name: MethodSpec.parse(spec) for name, spec in config["methods"].items()}
         self.benchmarks: list[dict[str, Any]] = [
             b if isinstance(b, Mapping) else {"name": b} for b in config["evaluation"]["benchmarks"]
         ]
@@ -86,13 +93,14 @@ class Study:
                     raise ConfigError(f"subsets.per_size: {err}") from None
             for s in base.subsets:
                 for mname, mspec in self.methods.items():
-                    mid = merge_id(model.identity, s, mspec["method"], mspec["params"])
-                    base.merges[mid] = Merge(bname, mid, s, mname, mspec["method"], mspec["params"])
+                    mid = merge_id(model.identity, s, mspec.method, mspec.params)
+                    base.merges[mid] = Merge(bname, mid, s, mname, mspec.method, mspec.params)
             self.bases[bname] = base
         # the sweeps' and the homogeneous groups' merges
+        self.sweeps: dict[str, Sweep] = {n: Sweep.parse(n, s) for n, s in (config.get("ablations") or {}).items()}
         self.ablations: dict[str, list[AblationPoint]] = {}
-        for name, spec in (config.get("ablations") or {}).items():
-            self.ablations[name], merges = ablation_points(name, spec, self.bases, self.per_size, self.seed)
+        for name, sweep in self.sweeps.items():
+            self.ablations[name], merges = ablation_points(sweep, self.bases, self.per_size, self.seed)
             for m in merges:
                 self.bases[m.base].ablation_merges[m.merge_id] = m
         self.suites: dict[tuple[str, str], list[str]] = {}  # (base, group) -> benchmarks
@@ -155,6 +163,14 @@ class Study:
     def score_file(self, base: str, model: str, bench: str) -> str:
         return f"{self.score_dir(base, model)}/{bench}.json"
 
+    def preflight_record(self, base: str, checkpoint: str) -> str:
+        """A checkpoint's pre-flight record (``base`` or ``expert-<name>``): its report and content hash."""
+        return self.result(f"checkpoints/{base}/{checkpoint}.json")
+
+    def suite_score_dir(self, base: str, suite: str, model: str) -> str:
+        """Folder of a model's score files on a homogeneous group's suite (Appendix E)."""
+        return self.result(f"homogeneous/scores/{base}/{suite}/{model}")
+
     # ---- per-item outcomes (issue 13) ------------------------------------------------
     @property
     def per_item(self) -> bool:
@@ -215,6 +231,10 @@ class Study:
     def record_dir(self, base: str, model: str) -> str:
         """Folder of a model's evaluation record (the last evaluation job's)."""
         return self.result(f"evaluations/{base}/{model}")
+
+    def record_file(self, base: str, model: str, record: str) -> str:
+        """One evaluation record (Reruns.evaluation_record names it)."""
+        return f"{self.record_dir(base, model)}/{record}.json"
 
     def score_dirs(self, pairs: list[tuple[str, str]]) -> list[str]:
         return [self.score_dir(b, m) for b, m in pairs]

@@ -97,7 +97,7 @@ class Reruns:
         except OSError:
             before = []
         if self.is_pending(base, model):
-            return f"{folder}/{stable_hash({'base': base, 'model': model, 'records': before}, 16)}.json"
+            return self.study.record_file(base, model, stable_hash({"base": base, "model": model, "records": before}, 16))
         if before:
             return f"{folder}/{max(before, key=lambda f: os.stat(f'{folder}/{f}').st_mtime_ns)}"
         return None
