@@ -366,15 +366,19 @@ def test_auto_map_with_trust_ok(base, clone):
 
 
 def test_base_auto_map_needs_base_trust(base, clone):
+    """The base's custom code is judged where the workflow judges it: in the base's own
+    check, against itself (scripts/preflight.py), with the base's trust flag."""
     edit_config(base, auto_map=AUTO_MAP)
     expert = clone("plain")
     edit_config(expert, auto_map=AUTO_MAP)
-    trust = {"plain": True}
-    with pytest.raises(PreflightError, match="base 'llama'") as err:
-        preflight(base, {"plain": expert}, trust_remote_code=trust, base_name="llama")
-    assert "bases.<base>.model" in str(err.value)
-    trust["llama"] = True
-    assert preflight(base, {"plain": expert}, trust_remote_code=trust, base_name="llama")["ok"]
+    with pytest.raises(PreflightError, match="base 'base of llama'") as err:
+        check_checkpoint(base, base, name="base of llama", trust_remote_code=False, base_name="llama")
+    assert "bases.<base>.model" in str(err.value) and "expert" not in str(err.value)
+    assert [i["kind"] for i in err.value.issues] == ["remote_code"]
+    # an expert's check judges the expert's trust only
+    assert check_checkpoint(base, expert, name="plain", trust_remote_code=True, base_name="llama")["status"] == "ok"
+    rep = check_checkpoint(base, base, name="base of llama", trust_remote_code=True, base_name="llama")
+    assert rep["status"] == "ok" and rep["role"] == "base"
 
 
 # --------------------------------------------------------------------------- layout

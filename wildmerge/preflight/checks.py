@@ -377,12 +377,16 @@ def check_checkpoint(
 
     Raises :class:`PreflightError` listing every blocking issue of this checkpoint
     (and ``ValueError`` for an unknown ``tokenizer_policy``).  The base's own custom
-    code is not judged here (``preflight`` does that with the base's trust flag).
+    code is judged only when the base is the checkpoint (``ckpt_dir`` is ``base_dir``, as in
+    the workflow's job for the base), with ``trust_remote_code``; messages then name it as
+    the base and point to ``bases.<base>.model``.
     """
     _check_policy(tokenizer_policy)
     base = read_checkpoint(base_dir, name=base_name, role="base", check_trust=False)
     _raise_if(base, base.issues)
-    ck = read_checkpoint(ckpt_dir, name=name, trust_remote_code=trust_remote_code)
+    # the workflow checks the base against itself: then messages name it (and its config key) as the base
+    role = "base" if Path(ckpt_dir).resolve() == Path(base_dir).resolve() else "expert"
+    ck = read_checkpoint(ckpt_dir, name=name, role=role, trust_remote_code=trust_remote_code)
     return _expert_report(base, ck, tokenizer_policy)
 
 
