@@ -12,7 +12,16 @@ from safetensors.torch import load_file, save_file
 
 import wildmerge.merging.mergekit_run as merging
 from wildmerge.demo import tiny_models
-from wildmerge.preflight.checks import preflight
+from wildmerge.preflight.checks import PreflightError, check_checkpoint
+
+
+def _preflight(base: Path, experts: list[Path]) -> dict[str, dict]:
+    """The reports the workflow's pre-flight jobs record (scripts/preflight.py): the base
+    against itself, then each expert against the base; raises the first PreflightError."""
+    reports = {"base": check_checkpoint(base, base, name="base of tiny", base_name="tiny")}
+    for e in experts:
+        reports[e.name] = check_checkpoint(base, e, name=e.name, base_name="tiny")
+    return reports
 
 
 def _perturb(src: Path, dst: Path, seed: int) -> Path:
@@ -41,7 +50,7 @@ def test_paper_architecture_preflight_merge_keeps_tying(tmp_path, arch):
     if model_type == "qwen3":
         assert any(".self_attn.q_norm." in n for n in _names(base))
     experts = [_perturb(base, tmp_path / f"e{i}", i) for i in (1, 2)]
-    report = preflight(base, {e.name: e for e in experts})
+    report = _preflight(base, experts)
     assert report
     out = tmp_path / "merged"
     merging.merge(base, experts, "task_arithmetic", {"lambda": 1.0}, out)
@@ -106,7 +115,7 @@ def test_paper_architecture_all_methods_match_reference_and_score(tmp_path, arch
     _, tied = tiny_models.ARCHITECTURES[arch]
     base = tiny_models.build(arch, tmp_path / "base")
     experts = [_perturb(base, tmp_path / f"e{i}", i) for i in (1, 2, 3)]
-    assert preflight(base, {e.name: e for e in experts})
+    assert _preflight(base, experts)
     base_t = _tensors(base)
     expert_t = [_tensors(e) for e in experts]
     models = {"base": base}
@@ -163,8 +172,8 @@ def test_redundant_lm_head_of_a_tied_expert_is_ignored_and_reported(tmp_path):
     noisy = _perturb(base, tmp_path / "noisy", 2)
     emb = load_file(noisy / "model.safetensors")["model.embed_tokens.weight"]
     _edit(noisy, add={"lm_head.weight": emb + 1.0})
-    report = preflight(base, {"plain": plain, "noisy": noisy})
-    assert any("saves lm_head.weight although its config ties it" in w for w in report["experts"]["noisy"]["warnings"])
+    report = _preflight(base, [plain, noisy])
+    assert any("saves lm_head.weight although its config ties it" in w for w in report["noisy"]["warnings"])
     out = tmp_path / "merged"
     merging.merge(base, [plain, noisy], "task_arithmetic", {"lambda": 1.0, "normalize": True}, out)
     merged = load_file(out / "model.safetensors")
@@ -180,8 +189,8 @@ def test_tied_expert_of_an_untied_base_merges_its_embedding_as_head(tmp_path):
     base = tiny_models.build("llama-3.1-8b", tmp_path / "base")
     plain = _perturb(base, tmp_path / "plain", 1)
     tied = _edit(_perturb(base, tmp_path / "tied", 2), drop="lm_head.weight", tie=True)
-    report = preflight(base, {"plain": plain, "tied": tied})
-    assert any("ties its output embedding" in w for w in report["experts"]["tied"]["warnings"])
+    report = _preflight(base, [plain, tied])
+    assert any("ties its output embedding" in w for w in report["tied"]["warnings"])
     out = tmp_path / "merged"
     merging.merge(base, [plain, tied], "task_arithmetic", {"lambda": 1.0, "normalize": True}, out)
     merged = load_file(out / "model.safetensors")
@@ -194,13 +203,11 @@ def test_tied_expert_of_an_untied_base_merges_its_embedding_as_head(tmp_path):
 
 def test_untied_expert_of_a_tied_base_is_refused(tmp_path):
     """A separately trained head cannot live in the base's tied layout: refused, naming the key."""
-    from wildmerge.preflight.checks import PreflightError
-
     base = tiny_models.build("qwen3-4b", tmp_path / "base")
     emb = load_file(base / "model.safetensors")["model.embed_tokens.weight"]
     untied = _edit(_perturb(base, tmp_path / "untied", 1), add={"lm_head.weight": emb + 0.5}, tie=False)
     with pytest.raises(PreflightError, match="tie_word_embeddings is False in expert 'untied'"):
-        preflight(base, {"untied": untied})
+        check_checkpoint(base, untied, name="untied")
 
 
 def _resized_expert(tmp_path: Path, base: Path) -> Path:
@@ -255,8 +262,8 @@ def test_bf16_experts_with_fp32_or_fp16_base_merge(tmp_path, base_dtype):
     experts = [_perturb(base, tmp_path / f"e{i}", i) for i in (1, 2)]
     for d, dtype in [(base, base_dtype), *((e, torch.bfloat16) for e in experts)]:
         save_file({k: v.to(dtype) for k, v in load_file(d / "model.safetensors").items()}, d / "model.safetensors", metadata={"format": "pt"})
-    report = preflight(base, {e.name: e for e in experts})
-    assert all(r["status"] == "ok" for r in report["experts"].values())
+    report = _preflight(base, experts)
+    assert all(report[e.name]["status"] == "ok" for e in experts)
     out = tmp_path / "merged"
     merging.merge(base, experts, "task_arithmetic", {"lambda": 1.0, "normalize": True}, out, dtype="float32")
     merged, b = _tensors(out), _tensors(base)

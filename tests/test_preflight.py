@@ -13,7 +13,7 @@ import torch
 import transformers
 
 from wildmerge.preflight import files as checkpoint_files
-from wildmerge.preflight.checks import PreflightError, check_checkpoint, preflight
+from wildmerge.preflight.checks import PreflightError, check_checkpoint
 from wildmerge.provenance import atomic_write_json
 
 VOCAB = 64
@@ -149,35 +149,35 @@ def test_header_guard_is_active(base):
 
 def test_identical_expert_ok(tmp_path, base, clone):
     expert = clone("math")
-    report = preflight(base, {"math": expert})
-    assert report["ok"] is True and report["resolution"] is None
-    rep = report["experts"]["math"]
+    rep = check_checkpoint(base, expert, name="math")
+    base_rep = check_checkpoint(base, base, name="base of base")  # the base's own job
+    assert base_rep["status"] == "ok" and base_rep["resolution"] is None
+    assert base_rep["role"] == "base" and rep["role"] == "expert"
     assert rep["status"] == "ok" and rep["issues"] == [] and rep["resolution"] is None
     assert rep["architectures"] == ["LlamaForCausalLM"] and rep["model_type"] == "llama"
     assert rep["vocab_size"] == VOCAB
-    assert rep["n_tensors"] == report["base"]["n_tensors"] == 12
+    assert rep["n_tensors"] == base_rep["n_tensors"] == 12
     assert rep["weights"] == {"format": "safetensors", "layout": "single", "files": ["model.safetensors"]}
-    assert rep["tokenizer"]["fingerprint"] == report["base"]["tokenizer"]["fingerprint"]
+    assert rep["tokenizer"]["fingerprint"] == base_rep["tokenizer"]["fingerprint"]
     assert rep["tokenizer"]["fingerprint"] == checkpoint_files.tokenizer_fingerprint(expert)
     assert rep["tokenizer"]["n_tokens"] == VOCAB
-    # JSON-able, written the way the workflow writes it
+    # JSON-able, written the way the workflow writes it (scripts/preflight.py: rec["preflight"])
     out = tmp_path / "preflight.json"
-    atomic_write_json(out, report)
-    assert json.loads(out.read_text())["experts"]["math"]["n_tensors"] == 12
-    # the single-checkpoint API gives the same report
-    assert check_checkpoint(base, expert, name="math") == rep
+    atomic_write_json(out, {"preflight": rep})
+    back = json.loads(out.read_text())["preflight"]
+    assert back["n_tensors"] == 12 and back == rep
 
 
 def test_different_weights_same_layout_ok(tmp_path, base):
     expert = make_ckpt(tmp_path / "code", seed=1)
-    assert preflight(base, {"code": expert})["experts"]["code"]["status"] == "ok"
+    assert check_checkpoint(base, expert, name="code")["status"] == "ok"
 
 
 def test_sharded_expert_ok(tmp_path, base):
     expert = make_ckpt(tmp_path / "sharded", max_shard_size="2KB")
     assert (expert / "model.safetensors.index.json").is_file()
     assert not (expert / "model.safetensors").exists()
-    rep = preflight(base, {"sharded": expert})["experts"]["sharded"]
+    rep = check_checkpoint(base, expert, name="sharded")
     assert rep["weights"]["layout"] == "sharded" and len(rep["weights"]["files"]) > 1
     assert rep["n_tensors"] == 12
 
@@ -188,7 +188,7 @@ def test_missing_shard_refused(tmp_path, base):
     shard = max(index["weight_map"].values())
     (expert / shard).unlink()
     with pytest.raises(PreflightError, match="missing") as err:
-        preflight(base, {"sharded": expert})
+        check_checkpoint(base, expert, name="sharded")
     assert shard in str(err.value)
 
 
@@ -196,7 +196,7 @@ def test_expert_without_tokenizer_warns(base, clone):
     expert = clone("notok")
     for f in ("tokenizer.json", "tokenizer_config.json"):
         (expert / f).unlink()
-    rep = preflight(base, {"notok": expert})["experts"]["notok"]
+    rep = check_checkpoint(base, expert, name="notok")
     assert rep["status"] == "ok" and rep["tokenizer"] is None
     assert any("no tokenizer files" in w for w in rep["warnings"])
 
@@ -217,8 +217,8 @@ def resized(tmp_path, base_template) -> Path:
 
 def test_resized_embeddings_refused_by_default(base, resized):
     assert json.loads((resized / "config.json").read_text())["vocab_size"] == VOCAB + 8
-    with pytest.raises(PreflightError) as err:
-        preflight(base, {"math": resized})
+    with pytest.raises(PreflightError, match="tokenizer_source") as err:
+        check_checkpoint(base, resized, name="math")
     msg = str(err.value)
     assert "'math'" in msg and str(resized) in msg
     assert "model.embed_tokens.weight" in msg and "lm_head.weight" in msg
@@ -228,16 +228,11 @@ def test_resized_embeddings_refused_by_default(base, resized):
     kinds = {i["kind"] for i in err.value.issues}
     assert kinds == {"resized_embeddings", "vocab_size"}
     assert all(i["checkpoint"] == "math" for i in err.value.issues)
-    # the single-checkpoint API raises the same
-    with pytest.raises(PreflightError, match="tokenizer_source"):
-        check_checkpoint(base, resized, name="math")
 
 
 @pytest.mark.parametrize("policy", ["union", "base"])
 def test_resized_embeddings_resolved_by_policy(base, resized, policy):
-    report = preflight(base, {"math": resized}, tokenizer_policy=policy)
-    assert report["resolution"] == {"tokenizer_source": policy}
-    rep = report["experts"]["math"]
+    rep = check_checkpoint(base, resized, name="math", tokenizer_policy=policy)
     assert rep["status"] == "resolved"
     assert rep["resolution"] == {"tokenizer_source": policy}
     assert rep["vocab_size"] == VOCAB + 8
@@ -246,15 +241,18 @@ def test_resized_embeddings_resolved_by_policy(base, resized, policy):
     assert issues["model.embed_tokens.weight"]["value"] == [VOCAB + 8, 16]
     assert all(i["resolved"] for i in rep["issues"])
     assert any("adds 8 tokens" in w for w in rep["warnings"])
-    json.dumps(report)
+    json.dumps(rep)
 
 
 def test_policy_resolution_only_when_needed(base, clone, resized):
-    report = preflight(base, {"same": clone("same"), "math": resized}, tokenizer_policy="union")
-    assert report["experts"]["same"]["resolution"] is None
-    assert report["experts"]["math"]["resolution"] == {"tokenizer_source": "union"}
-    assert report["resolution"] == {"tokenizer_source": "union"}
-    assert preflight(base, {"same": clone("same2")}, tokenizer_policy="union")["resolution"] is None
+    """Each checkpoint's report records the resolution only if it needs it (the merge takes
+    it from its members' records: wildmerge.merging.merged_model)."""
+    same = check_checkpoint(base, clone("same"), name="same", tokenizer_policy="union")
+    math = check_checkpoint(base, resized, name="math", tokenizer_policy="union")
+    assert same["resolution"] is None and same["status"] == "ok"
+    assert math["resolution"] == {"tokenizer_source": "union"} and math["status"] == "resolved"
+    assert check_checkpoint(base, clone("same2"), name="same2", tokenizer_policy="union")["resolution"] is None
+    assert check_checkpoint(base, base, name="base of base", tokenizer_policy="union")["resolution"] is None
 
 
 def test_permuted_tokenizer_same_size_refused(base, clone):
@@ -262,14 +260,14 @@ def test_permuted_tokenizer_same_size_refused(base, clone):
     toks = base_tokens()
     save_tokenizer(expert, [toks[0]] + toks[1:][::-1])
     with pytest.raises(PreflightError) as err:
-        preflight(base, {"perm": expert})
+        check_checkpoint(base, expert, name="perm")
     msg = str(err.value)
     assert "'perm'" in msg and "tokenizer" in msg and "other ids" in msg
     assert "'w1': 1 in the base vs 63" in msg
     assert "merge.tokenizer_source" in msg
     assert [i["kind"] for i in err.value.issues] == ["tokenizer_mismatch"]
     # accepted (mergekit re-indexes the embeddings) with an explicit policy
-    rep = preflight(base, {"perm": expert}, tokenizer_policy="base")["experts"]["perm"]
+    rep = check_checkpoint(base, expert, name="perm", tokenizer_policy="base")
     assert rep["resolution"] == {"tokenizer_source": "base"}
     assert rep["tokenizer"]["fingerprint"] != checkpoint_files.tokenizer_fingerprint(base)
 
@@ -284,7 +282,7 @@ def test_tokenizer_fingerprint_ignores_unrelated_files(base, clone):
 
 def test_unknown_policy(base, clone):
     with pytest.raises(ValueError, match="tokenizer_source"):
-        preflight(base, {"x": clone("x")}, tokenizer_policy="expert")
+        check_checkpoint(base, clone("x"), name="x", tokenizer_policy="expert")
 
 
 # --------------------------------------------------------------------------- weights format
@@ -296,7 +294,7 @@ def test_pickle_only_refused(base, clone):
     state = transformers.LlamaForCausalLM(transformers.LlamaConfig.from_pretrained(expert)).state_dict()
     torch.save(state, expert / "pytorch_model.bin")  # the real torch.save: only load is guarded
     with pytest.raises(PreflightError) as err:
-        preflight(base, {"pickled": expert})
+        check_checkpoint(base, expert, name="pickled")
     msg = str(err.value)
     assert "pickle" in msg and "execute" in msg and "pytorch_model.bin" in msg
     assert "'pickled'" in msg and str(expert) in msg
@@ -308,7 +306,7 @@ def test_pickle_next_to_safetensors_ignored(base, clone):
     expert = clone("both")
     (expert / "training_args.bin").write_bytes(b"not read")
     (expert / "optimizer.pt").write_bytes(b"not read")
-    rep = preflight(base, {"both": expert})["experts"]["both"]
+    rep = check_checkpoint(base, expert, name="both")
     assert rep["status"] == "ok"
     assert any("optimizer.pt" in w for w in rep["warnings"])
 
@@ -317,13 +315,13 @@ def test_no_weights_refused(base, clone):
     expert = clone("empty")
     (expert / "model.safetensors").unlink()
     with pytest.raises(PreflightError, match="no model weights") as err:
-        preflight(base, {"empty": expert})
+        check_checkpoint(base, expert, name="empty")
     assert "'empty'" in str(err.value)
 
 
 def test_missing_directory_refused(tmp_path, base):
     with pytest.raises(PreflightError, match="does not exist"):
-        preflight(base, {"ghost": tmp_path / "nowhere"})
+        check_checkpoint(base, tmp_path / "nowhere", name="ghost")
 
 
 def test_lora_adapter_refused(tmp_path, base):
@@ -332,7 +330,7 @@ def test_lora_adapter_refused(tmp_path, base):
     (d / "adapter_config.json").write_text("{}")
     (d / "adapter_model.safetensors").write_bytes(b"")
     with pytest.raises(PreflightError, match="adapter") as err:
-        preflight(base, {"lora": d})
+        check_checkpoint(base, d, name="lora")
     assert "merge_and_unload" in str(err.value)
 
 
@@ -345,36 +343,37 @@ AUTO_MAP = {"AutoConfig": "configuration_x.XConfig", "AutoModelForCausalLM": "mo
 def test_auto_map_without_trust_refused(base, clone):
     expert = clone("custom")
     edit_config(expert, auto_map=AUTO_MAP)
-    with pytest.raises(PreflightError) as err:
-        preflight(base, {"custom": expert})
+    with pytest.raises(PreflightError, match="trust_remote_code") as err:
+        check_checkpoint(base, expert, name="custom")
     msg = str(err.value)
     assert "'custom'" in msg and str(expert) in msg and "auto_map" in msg
     assert "trust_remote_code: true" in msg
     assert err.value.issues[0]["kind"] == "remote_code"
-    with pytest.raises(PreflightError, match="trust_remote_code"):
-        check_checkpoint(base, expert, name="custom")
 
 
 def test_auto_map_with_trust_ok(base, clone):
     expert = clone("custom")
     edit_config(expert, auto_map=AUTO_MAP)
-    rep = preflight(base, {"custom": expert}, trust_remote_code={"custom": True})["experts"]["custom"]
+    rep = check_checkpoint(base, expert, name="custom", trust_remote_code=True)
     assert rep["status"] == "ok" and rep["trust_remote_code"] is True
     assert rep["custom_code"] == {"config.json": AUTO_MAP}
     assert any("will be executed" in w for w in rep["warnings"])
-    assert check_checkpoint(base, expert, name="custom", trust_remote_code=True)["status"] == "ok"
 
 
 def test_base_auto_map_needs_base_trust(base, clone):
+    """The base's custom code is judged where the workflow judges it: in the base's own
+    check, against itself (scripts/preflight.py), with the base's trust flag."""
     edit_config(base, auto_map=AUTO_MAP)
     expert = clone("plain")
     edit_config(expert, auto_map=AUTO_MAP)
-    trust = {"plain": True}
-    with pytest.raises(PreflightError, match="base 'llama'") as err:
-        preflight(base, {"plain": expert}, trust_remote_code=trust, base_name="llama")
-    assert "bases.<base>.model" in str(err.value)
-    trust["llama"] = True
-    assert preflight(base, {"plain": expert}, trust_remote_code=trust, base_name="llama")["ok"]
+    with pytest.raises(PreflightError, match="base 'base of llama'") as err:
+        check_checkpoint(base, base, name="base of llama", trust_remote_code=False, base_name="llama")
+    assert "bases.<base>.model" in str(err.value) and "expert" not in str(err.value)
+    assert [i["kind"] for i in err.value.issues] == ["remote_code"]
+    # an expert's check judges the expert's trust only
+    assert check_checkpoint(base, expert, name="plain", trust_remote_code=True, base_name="llama")["status"] == "ok"
+    rep = check_checkpoint(base, base, name="base of llama", trust_remote_code=True, base_name="llama")
+    assert rep["status"] == "ok" and rep["role"] == "base"
 
 
 # --------------------------------------------------------------------------- layout
@@ -384,21 +383,21 @@ def test_architecture_mismatch_refused(base, clone):
     expert = clone("mistral")
     edit_config(expert, architectures=["MistralForCausalLM"], model_type="mistral")
     with pytest.raises(PreflightError) as err:
-        preflight(base, {"mistral": expert})
+        check_checkpoint(base, expert, name="mistral")
     msg = str(err.value)
     assert "'mistral'" in msg and "architectures" in msg and "model_type" in msg
     assert "MistralForCausalLM" in msg and "LlamaForCausalLM" in msg
     assert "'llama'" in msg and "'mistral'" in msg
     # not a vocabulary question: no tokenizer policy accepts it
     with pytest.raises(PreflightError, match="architectures"):
-        preflight(base, {"mistral": expert}, tokenizer_policy="union")
+        check_checkpoint(base, expert, name="mistral", tokenizer_policy="union")
 
 
 def test_shape_mismatch_refused(tmp_path, base):
     expert = make_ckpt(tmp_path / "wide", intermediate=48)
     for policy in ("error", "union"):
         with pytest.raises(PreflightError) as err:
-            preflight(base, {"wide": expert}, tokenizer_policy=policy)
+            check_checkpoint(base, expert, name="wide", tokenizer_policy=policy)
         msg = str(err.value)
         assert "'wide'" in msg and "model.layers.0.mlp.gate_proj.weight" in msg
         assert "[48, 16]" in msg and "[32, 16]" in msg
@@ -409,7 +408,7 @@ def test_shape_mismatch_refused(tmp_path, base):
 def test_extra_layer_refused(tmp_path, base):
     expert = make_ckpt(tmp_path / "deep", layers=2)
     with pytest.raises(PreflightError, match="model.layers.1") as err:
-        preflight(base, {"deep": expert})
+        check_checkpoint(base, expert, name="deep")
     assert {i["kind"] for i in err.value.issues} == {"unexpected_tensors"}
 
 
@@ -417,32 +416,37 @@ def test_tie_word_embeddings_mismatch_refused(base, clone):
     expert = clone("tied")
     edit_config(expert, tie_word_embeddings=True)
     with pytest.raises(PreflightError, match="tie_word_embeddings") as err:
-        preflight(base, {"tied": expert})
+        check_checkpoint(base, expert, name="tied")
     assert "True" in str(err.value) and "False" in str(err.value)
 
 
-def test_all_problems_reported_at_once(tmp_path, base, clone, resized):
+def test_all_problems_of_a_checkpoint_reported_at_once(tmp_path, base, clone, resized):
+    """Each checkpoint's error lists every blocking issue it has (not only the first), and
+    only that checkpoint's (each is its own job in the workflow)."""
     custom = clone("custom")
     edit_config(custom, auto_map=AUTO_MAP, model_type="x")
     wide = make_ckpt(tmp_path / "wide", intermediate=48)
     experts = {"ok": clone("ok"), "custom": custom, "wide": wide, "math": resized}
-    with pytest.raises(PreflightError) as err:
-        preflight(base, experts)
-    msg = str(err.value)
-    assert msg.startswith("preflight: 3 checkpoints of base 'base' cannot be merged")
-    assert {i["checkpoint"] for i in err.value.issues} == {"custom", "wide", "math"}
-    assert {i["kind"] for i in err.value.issues if i["checkpoint"] == "custom"} == {
-        "remote_code", "architecture"
-    }
-    assert "'ok'" not in msg
+    failed = {}
+    for name, d in experts.items():
+        try:
+            check_checkpoint(base, d, name=name)
+        except PreflightError as err:
+            failed[name] = err
+    assert set(failed) == {"custom", "wide", "math"}
+    for name, err in failed.items():
+        assert str(err).startswith(f"preflight failed for expert '{name}'")
+        assert {i["checkpoint"] for i in err.issues} == {name}
+        assert "'ok'" not in str(err)
+    assert {i["kind"] for i in failed["custom"].issues} == {"remote_code", "architecture"}
 
 
 def test_config_fields_that_do_not_change_weights_accepted(base, clone):
     expert = clone("chat")
     edit_config(expert, torch_dtype="bfloat16", use_cache=False, transformers_version="4.99.0")
     (expert / "generation_config.json").write_text(json.dumps({"temperature": 0.6, "do_sample": True}))
-    report = preflight(base, {"chat": expert})
-    assert report["ok"] is True and report["experts"]["chat"]["issues"] == []
+    rep = check_checkpoint(base, expert, name="chat")
+    assert rep["status"] == "ok" and rep["issues"] == []
 
 
 def test_bf16_expert_with_fp32_base_accepted(tmp_path, base):
@@ -452,5 +456,5 @@ def test_bf16_expert_with_fp32_base_accepted(tmp_path, base):
     tensors = {k: v.to(torch.bfloat16) for k, v in load_file(expert / "model.safetensors").items()}
     save_file(tensors, expert / "model.safetensors", metadata={"format": "pt"})
     edit_config(expert, torch_dtype="bfloat16")
-    report = preflight(base, {"bf16": expert})
-    assert report["ok"] is True and report["experts"]["bf16"]["status"] == "ok"
+    rep = check_checkpoint(base, expert, name="bf16")
+    assert rep["status"] == "ok"

@@ -32,16 +32,13 @@ to mergekit's ``tokenizer_source`` (embeddings are then re-indexed per model).
 
 Reading the files is :mod:`wildmerge.preflight.files`; here they are compared
 (:func:`_config_checks`, :func:`_tensor_checks`, :func:`_compare_tokenizers`). API:
-:func:`check_checkpoint` (one checkpoint against its base: what the workflow's ``preflight``
-job, ``scripts/preflight.py``, calls for every checkpoint) and :func:`preflight` (a base and
-all its experts at once, every problem in one error: for scripts and notebooks; the tests
-use it). The module has no CLI.
+:func:`check_checkpoint`, one checkpoint against its base: what the workflow's ``preflight``
+job, ``scripts/preflight.py``, calls for every checkpoint, the base included (checked against
+itself, which is where the base's own ``trust_remote_code`` is judged). The module has no CLI.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,17 +48,12 @@ from wildmerge.preflight.files import (
     Issue,
     first_items,
     read_checkpoint,
-    tokenizer_fingerprint,
 )
-
-LOG = logging.getLogger(__name__)
 
 __all__ = [
     "TOKENIZER_POLICIES",
     "PreflightError",
     "check_checkpoint",
-    "preflight",
-    "tokenizer_fingerprint",
 ]
 
 #: Values of ``tokenizer_policy`` (``merge.tokenizer_source`` in the config).
@@ -346,13 +338,6 @@ def _expert_report(base: CheckpointFiles, ck: CheckpointFiles, tokenizer_policy:
     return report
 
 
-def _base_report(base: CheckpointFiles) -> dict[str, Any]:
-    _raise_if(base, base.issues)
-    report = base.summary()
-    report.update(issues=[], resolution=None, warnings=list(base.warnings), status="ok")
-    return report
-
-
 def check_checkpoint(
     base_dir: Path,
     ckpt_dir: Path,
@@ -377,71 +362,14 @@ def check_checkpoint(
 
     Raises :class:`PreflightError` listing every blocking issue of this checkpoint
     (and ``ValueError`` for an unknown ``tokenizer_policy``).  The base's own custom
-    code is not judged here (``preflight`` does that with the base's trust flag).
+    code is judged only when the base is the checkpoint (``ckpt_dir`` is ``base_dir``, as in
+    the workflow's job for the base), with ``trust_remote_code``; messages then name it as
+    the base and point to ``bases.<base>.model``.
     """
     _check_policy(tokenizer_policy)
     base = read_checkpoint(base_dir, name=base_name, role="base", check_trust=False)
     _raise_if(base, base.issues)
-    ck = read_checkpoint(ckpt_dir, name=name, trust_remote_code=trust_remote_code)
+    # the workflow checks the base against itself: then messages name it (and its config key) as the base
+    role = "base" if Path(ckpt_dir).resolve() == Path(base_dir).resolve() else "expert"
+    ck = read_checkpoint(ckpt_dir, name=name, role=role, trust_remote_code=trust_remote_code)
     return _expert_report(base, ck, tokenizer_policy)
-
-
-def preflight(
-    base_dir: str | Path,
-    experts: Mapping[str, str | Path],
-    *,
-    tokenizer_policy: str = "error",
-    trust_remote_code: Mapping[str, bool] | None = None,
-    base_name: str = "base",
-) -> dict[str, Any]:
-    """Check a base and all its experts; return the report or raise one PreflightError.
-
-    ``trust_remote_code`` maps checkpoint names (the experts' and ``base_name``) to
-    their config flag; missing names are untrusted.  All checkpoints are checked
-    before raising, so the error lists every problem at once.  Report::
-
-        {"base": <checkpoint report>, "experts": {name: <checkpoint report>},
-         "tokenizer_policy": policy,
-         "resolution": {"tokenizer_source": policy} | None,  # set iff any expert needs it
-         "ok": True}
-    """
-    _check_policy(tokenizer_policy)
-    trust = dict(trust_remote_code or {})
-    base = read_checkpoint(
-        base_dir, name=base_name, role="base", trust_remote_code=bool(trust.get(base_name, False))
-    )
-    errors: list[PreflightError] = []
-    try:
-        base_report = _base_report(base)
-    except PreflightError as err:
-        if not base.readable:
-            raise  # nothing to compare the experts with
-        errors.append(err)
-        base_report = {}
-    reports: dict[str, dict[str, Any]] = {}
-    for name in sorted(experts):
-        ck = read_checkpoint(
-            experts[name], name=name, trust_remote_code=bool(trust.get(name, False))
-        )
-        try:
-            reports[name] = _expert_report(base, ck, tokenizer_policy)
-        except PreflightError as err:
-            errors.append(err)
-    if errors:
-        n = len(errors)
-        head = f"preflight: {n} checkpoint{'s' if n > 1 else ''} of base '{base_name}' cannot be merged"
-        raise PreflightError(
-            head + "\n" + "\n".join(str(e) for e in errors),
-            [i for e in errors for i in e.issues],
-        )
-    needed = any(r["resolution"] for r in reports.values())
-    for r in reports.values():
-        if r["warnings"]:
-            LOG.warning("%s: %s", r["name"], "; ".join(r["warnings"]))
-    return {
-        "base": base_report,
-        "experts": reports,
-        "tokenizer_policy": tokenizer_policy,
-        "resolution": {"tokenizer_source": tokenizer_policy} if needed else None,
-        "ok": True,
-    }
