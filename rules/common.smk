@@ -23,7 +23,7 @@ from wildmerge.study.configcheck import (  # noqa: E402
 )
 from wildmerge.study.model import ConfigError, canonical  # noqa: E402
 from wildmerge.study.plan import Study  # noqa: E402
-from wildmerge.study.rerun import Reruns  # noqa: E402
+from wildmerge.study.rerun import RECORD, Reruns  # noqa: E402
 
 CONFIG_FILES = [str(p) for p in (workflow.overwrite_configfiles or [f"{workflow.basedir}/config.yaml"])]
 try:  # short errors naming the file and key (snakemake's validate dumps the whole schema)
@@ -66,7 +66,7 @@ wildcard_constraints:
     checkpoint="base|expert-[A-Za-z0-9][A-Za-z0-9_.-]*",
     expert="[A-Za-z0-9][A-Za-z0-9_.-]*",
     bench="[^/]+",
-    record="[0-9a-f]{16}",
+    record=RECORD,
     ablation="[A-Za-z0-9][A-Za-z0-9_.-]*",
     suite="[A-Za-z0-9][A-Za-z0-9_.-]*",
 

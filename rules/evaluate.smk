@@ -5,11 +5,9 @@
 # The job's one output is its evaluation record, written last (Reruns.evaluation_record, a new
 # name each time the model is pending); the score and per-item files are written by the job,
 # each atomically, and are not outputs: Snakemake tracks one file per job, not 2 per benchmark.
-from wildmerge.smk import alternatives_regex
 
-# the records this run writes (None: every model's); others are plain inputs, made by no job
-_RECORDS = RERUNS.pending_records()
-RECORD_PATTERN = "[0-9a-f]{16}" if _RECORDS is None else alternatives_regex(_RECORDS) or "(?!)"
+# the records this run writes; others are plain inputs, made by no job
+RECORD_PATTERN = RERUNS.record_pattern()
 
 
 # the base and the experts

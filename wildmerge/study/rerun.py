@@ -1,6 +1,7 @@
 """Rerun state, read from disk at DAG build: which scores are current, which evaluation records
-exist, which manifests are gone. What the rules ask to plan only what changed (the plan and the
-paths themselves are wildmerge.study.plan's, which reads nothing)."""
+exist and which this run writes, which manifests are gone. What the rules ask to plan only what
+changed. The plan, the paths and the score keys (a function of the config alone) are
+wildmerge.study.plan's, which reads nothing."""
 
 from __future__ import annotations
 
@@ -12,10 +13,15 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from wildmerge.hub.lock import read_lock, recorded_commits
 from wildmerge.provenance import stable_hash
+from wildmerge.smk import alternatives_regex
 from wildmerge.study.plan import Study
 
 if TYPE_CHECKING:  # pandas (via the budget) is imported by the jobs only, not at DAG build
     from wildmerge.evaluation.job import Targets
+
+
+#: An evaluation record's name: a hash (Reruns.evaluation_record).
+RECORD = "[0-9a-f]{16}"
 
 
 class Reruns:
@@ -110,6 +116,12 @@ class Reruns:
         if len(pending) == len(self.study.evaluated_models()):
             return None
         return [Path(self.evaluation_record(b, m)).stem for b, m in pending]
+
+    def record_pattern(self) -> str:
+        """The evaluation rules' constraint on the record wildcard: exactly the records this run
+        writes (any record name when every model is pending; none when no model is)."""
+        pending = self.pending_records()
+        return RECORD if pending is None else alternatives_regex(pending) or "(?!)"
 
     def missing_manifests(self, pairs: list[tuple[str, str]]) -> list[str]:
         """Manifests of the merges among ``pairs`` whose scores are current but whose manifest
