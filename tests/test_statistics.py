@@ -18,6 +18,8 @@ from wildmerge.aggregate.statistics import (
 )
 from wildmerge.aggregate.tables import PAIRED_COLUMNS, TABLE_COLUMNS, table_paired, table_vs_base, table_vs_best_expert, write_tables
 
+from exact_bootstrap import assert_ci_in_band, binomial, combine, quantile, resample_mean, scale
+
 CI_COLUMNS = ["pct_better_lo", "pct_better_hi", "mean_gain_lo", "mean_gain_hi"]
 
 
@@ -164,13 +166,17 @@ def test_ci_brackets_the_point_estimate():
 
 
 def test_ci_is_the_percentile_bootstrap_over_subsets():
+    """The CIs against the exact bootstrap distribution over the 12 subsets (enumerated in the
+    test, exact_bootstrap): the mean of 12 gains drawn with replacement, and 100 x the share of
+    positive ones (8 of 12 are above the base: Binomial(12, 8/12))."""
     scores, gains = _varied()
-    t = table_vs_base(scores, ["ta"], n_boot=500, seed=7, level=0.9)
-    g = np.array(gains)  # subsets s00..s11: subset_id order
-    sample = g[bootstrap_indices(len(g), 500, 7, "b1", 2)]
+    t = table_vs_base(scores, ["ta"], seed=7, level=0.9)
     r = _row(t, "b1", "ta", 2)
-    assert (r.mean_gain_lo, r.mean_gain_hi) == pytest.approx(percentile_ci(sample.mean(axis=1), 0.9))
-    assert (r.pct_better_lo, r.pct_better_hi) == pytest.approx(percentile_ci(100 * (sample > 0).mean(axis=1), 0.9))
+    assert_ci_in_band(r.mean_gain_lo, r.mean_gain_hi, resample_mean(gains), 0.9, DEFAULT_N_BOOT)
+    pct = scale(binomial(12, 8 / 12), 100 / 12)
+    assert_ci_in_band(r.pct_better_lo, r.pct_better_hi, pct, 0.9, DEFAULT_N_BOOT)
+    # by hand: the mean gain is 1.25; its exact 5% / 95% bootstrap quantiles are 5/12 and 25/12
+    assert quantile(resample_mean(gains), 0.05) == pytest.approx(5 / 12) and r.mean_gain == pytest.approx(1.25)
 
 
 def test_ci_width_matches_the_normal_approximation_for_many_subsets():
@@ -225,17 +231,21 @@ def test_ci_nan_for_single_subset_and_without_bootstrap():
 
 
 def test_average_ci_averages_per_base_replicates():
-    g1, g2 = np.array([1.0, -1.0, 3.0]), np.array([0.0, 2.0])
+    """Average row: each base's subsets resampled on their own, the two means averaged replicate by
+    replicate; its CI against that exact distribution (3^3 x 2^2 resamples, enumerated here)."""
+    g1, g2 = [1.0, -1.0, 3.0], [0.0, 2.0]
     scores = pd.concat([
         frame(50.0, [50.0], {("ta", 2): {f"s{j}": 50 + g for j, g in enumerate(g1)}}),
         frame(40.0, [40.0], {("ta", 2): {f"s{j}": 40 + g for j, g in enumerate(g2)}}, base="b2"),
     ])
-    t = table_vs_base(scores, ["ta"], n_boot=300, seed=5)
-    m1 = g1[bootstrap_indices(3, 300, 5, "b1", 2)].mean(axis=1)
-    m2 = g2[bootstrap_indices(2, 300, 5, "b2", 2)].mean(axis=1)
+    t = table_vs_base(scores, ["ta"], seed=5)
     a = _row(t, "Average", "ta", 2)
     assert a.mean_gain == pytest.approx((1.0 + 1.0) / 2)
-    assert (a.mean_gain_lo, a.mean_gain_hi) == pytest.approx(percentile_ci((m1 + m2) / 2))
+    average = scale(combine(resample_mean(g1), resample_mean(g2)), 0.5)
+    assert_ci_in_band(a.mean_gain_lo, a.mean_gain_hi, average, 0.95, DEFAULT_N_BOOT)
+    # by hand: the two lowest averages are (-1 + 0) / 2 (P = 1/27 * 1/4 = 0.9%) and (-1/3 + 0) / 2
+    # (P = 3/27 * 1/4 = 2.8%), so the exact 2.5% quantile is -1/6
+    assert quantile(average, 0.025) == pytest.approx(-1 / 6)
 
 
 def test_best_expert_table_has_cis():
@@ -333,10 +343,11 @@ def test_paired_bootstrap_resamples_pairs_deterministically():
     scores = _paired_scores()
     t = table_paired(scores, ["A", "B", "C"], n_boot=400, seed=9)
     pd.testing.assert_frame_equal(t, table_paired(scores, ["A", "B", "C"], n_boot=400, seed=9))
-    d = np.array([0.0, 1.0, -0.5, -0.5, -1.0, -2.0])  # B - C, subsets in subset_id order
-    reps = d[bootstrap_indices(6, 400, 9, "b1", 2)].mean(axis=1)
+    d = [0.0, 1.0, -0.5, -0.5, -1.0, -2.0]  # B - C: the 6 pairs resampled together
     bc = _pair(t, "b1", 2, "B", "C")
-    assert (bc.mean_diff_lo, bc.mean_diff_hi) == pytest.approx(percentile_ci(reps))
+    assert_ci_in_band(bc.mean_diff_lo, bc.mean_diff_hi, resample_mean(d), 0.95, 400)
+    # resampling B and C separately (unpaired) would give a far wider interval: B spans 50..55
+    assert bc.mean_diff_hi - bc.mean_diff_lo < 2.5
     assert table_paired(scores, ["A", "B"], n_boot=0)["mean_diff_lo"].isna().all()
 
 
