@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -30,8 +31,12 @@ def model_files(seed: int, rows: int = 64) -> dict[str, bytes]:
 def hub(tmp_path: Path) -> Iterator[tuple[HubState, dict[str, str]]]:
     state = HubState()
     with HubServer(state) as url:
-        env = {**os.environ, "HF_ENDPOINT": url, "HF_HUB_OFFLINE": "0", "HF_HUB_CACHE": str(tmp_path / "hfcache"),
-               "HF_TOKEN": TOKEN, "WILDMERGE_HUB_BACKOFF_S": "0", "HF_HUB_DISABLE_XET": "1"}
+        # Xet left as in production (HF_HUB_DISABLE_XET unset): the test hub does not advertise it
+        # (tests/hub_server.py), so huggingface_hub downloads over HTTP as it does from the hub for
+        # repositories not stored on Xet. HF_TOKEN_PATH: no token stored on this machine is used.
+        env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_XET"}
+        env.update({"HF_ENDPOINT": url, "HF_HUB_OFFLINE": "0", "HF_HUB_CACHE": str(tmp_path / "hfcache"),
+                    "HF_TOKEN": TOKEN, "HF_TOKEN_PATH": str(tmp_path / "no-stored-token"), "WILDMERGE_HUB_BACKOFF_S": "0"})
         yield state, env
 
 
@@ -97,7 +102,8 @@ def test_dropped_connection_resumes_and_429_is_retried(hub, tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("setup", "expect"),
     [
-        ("gated", ["is gated (HTTP 403)", "checkpoints.org/a", "https://huggingface.co/org/a", "HF_TOKEN"]),
+        ("gated", ["is gated (HTTP 403: the token sent has no access", "checkpoints.org/a", "https://huggingface.co/org/a",
+                   "HF_TOKEN"]),
         ("missing", ["not found, or private/gated (HTTP 401)", "checkpoints.org/missing", "HF_TOKEN"]),
         ("pickle", ["no .safetensors", "pytorch_model.bin", "refused"]),
         ("adapter", ["adapter", "refused"]),
@@ -105,7 +111,7 @@ def test_dropped_connection_resumes_and_429_is_retried(hub, tmp_path: Path) -> N
 )
 def test_clear_failures_without_retry_or_weight_download(hub, tmp_path: Path, setup: str, expect: list[str]) -> None:
     state, env = hub
-    a = Repo(gated=setup == "gated")
+    a = Repo(gated=setup == "gated")  # HF_TOKEN's user has not accepted its license
     if setup == "pickle":
         a.push({"config.json": b"{}", "pytorch_model.bin": b"x" * 1000})
     elif setup == "adapter":
@@ -118,8 +124,85 @@ def test_clear_failures_without_retry_or_weight_download(hub, tmp_path: Path, se
     for text in expect:
         assert text in r.stderr
     assert "Traceback" not in r.stderr and TOKEN not in r.stdout + r.stderr
-    repo_requests = [r for r in state.requests if "agent-harnesses" not in r[1]]
-    assert len(repo_requests) == 1  # one info request: no retries, no weight downloads
+    repo_requests = [r[:2] for r in state.requests if "agent-harnesses" not in r[1]]
+    info = [("GET", "/api/models/org/missing" if setup == "missing" else "/api/models/org/a")]
+    # one info request; a gated repository is listed like the real hub's, its first download refused: no retries
+    assert repo_requests == (info + [("GET", f"/org/a/resolve/{a.refs['main']}/model.safetensors")] if setup == "gated" else info)
+    assert state.file_host == []  # no weight bytes were served
+
+
+def test_gated_repository_is_locked_refused_then_fetched_with_a_granted_token(hub, tmp_path: Path) -> None:
+    """The real hub's gated flow: the info call answers (the lock entry is written), the download
+    is refused: 401 without a token, 403 with a token whose user has not accepted the license;
+    each error names the key and says what to do. Once the license is accepted the next run
+    downloads the commit locked by the first one, though upstream moved on meanwhile."""
+    state, env = hub
+    a = Repo(gated=True)
+    first = a.push(model_files(1))
+    state.repos["org/a"] = a
+    lock = tmp_path / "results/hub.lock"
+
+    r = fetch({k: v for k, v in env.items() if k != "HF_TOKEN"}, tmp_path, "org/a")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    for text in ["checkpoints.org/a", "is gated (HTTP 401: no token was sent)", "https://huggingface.co/org/a",
+                 "accept its license", "export HF_TOKEN"]:
+        assert text in r.stderr
+    entry = json.loads(lock.read_text())  # resolved before the refused download: kept, a commit is a commit
+    assert entry["source"] == "org/a" and entry["commit"] == first
+    assert not (tmp_path / "hub/org--a").exists()
+
+    r = fetch(env, tmp_path, "org/a")  # a token, not (yet) granted
+    assert r.returncode == 2 and "is gated (HTTP 403: the token sent has no access to it yet)" in r.stderr, r.stderr
+    assert "checkpoints.org/a" in r.stderr and TOKEN not in r.stdout + r.stderr
+
+    a.push(model_files(2))  # upstream moves on while the user waits for access
+    a.granted.add(TOKEN)
+    state.requests.clear()
+    r = fetch(env, tmp_path, "org/a")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "hub/org--a/.wildmerge_revision").read_text().strip() == first
+    assert (tmp_path / "hub/org--a/model.safetensors").read_bytes() == model_files(1)["model.safetensors"]
+    assert {p for _, p, _ in state.requests if "/resolve/" in p} <= {f"/org/a/resolve/{first}/{f}" for f in model_files(1)}
+    assert [line for line in lock.read_text().splitlines() if line] == [json.dumps(entry, sort_keys=True)]
+    assert all(auth is None for *_, auth in state.file_host)  # the token never left the hub
+
+
+def test_weights_follow_the_redirect_to_the_file_host(hub, tmp_path: Path) -> None:
+    """/resolve/ of an LFS file answers 302 to another host, as the hub's CDN redirect: the weights
+    come from there (the token not sent along), the small files from the hub itself."""
+    state, env = hub
+    a = Repo()
+    commit = a.push(model_files(1))
+    state.repos["org/a"] = a
+    r = fetch(env, tmp_path, "org/a")
+    assert r.returncode == 0, r.stderr
+    sha = hashlib.sha256(model_files(1)["model.safetensors"]).hexdigest()
+    assert [(m, p) for m, p, _, _ in state.file_host] == [("GET", f"/repos/{sha[:2]}/{sha}")]
+    assert all(auth is None for *_, auth in state.file_host)
+    assert ("GET", f"/org/a/resolve/{commit}/model.safetensors", None) in state.requests  # answered 302
+    assert ("GET", f"/org/a/resolve/{commit}/config.json", None) in state.requests  # served by the hub
+    assert (tmp_path / "hub/org--a/model.safetensors").read_bytes() == model_files(1)["model.safetensors"]
+
+
+def test_5xx_bursts_are_retried_with_backoff(hub, tmp_path: Path) -> None:
+    """Two 503 on the info call and two on the weights' download, then the answers: each is
+    retried after WILDMERGE_HUB_BACKOFF_S, then twice that, and the fetch succeeds."""
+    state, env = hub
+    a = Repo()
+    commit = a.push(model_files(1))
+    state.repos["org/a"] = a
+    state.bursts = {"info": [503, 503], "model.safetensors": [503, 503]}
+    r = fetch({**env, "WILDMERGE_HUB_BACKOFF_S": "0.2"}, tmp_path, "org/a")
+    assert r.returncode == 0, r.stderr
+    assert state.bursts == {"info": [], "model.safetensors": []}
+    info = [i for i, (m, p, _) in enumerate(state.requests) if p == "/api/models/org/a"]
+    gets = [i for i, (m, p, _) in enumerate(state.requests) if m == "GET" and p == f"/org/a/resolve/{commit}/model.safetensors"]
+    assert len(info) == 3 and len(gets) == 3  # two refused, the third answered
+    for tries in (info, gets):
+        waits = [state.times[j] - state.times[i] for i, j in zip(tries, tries[1:])]
+        assert waits[0] >= 0.2 and waits[1] >= 0.4  # backoff doubles
+    assert r.stderr.count("(try 1/5), retrying in 0.2s") == 2 and r.stderr.count("(try 2/5), retrying in 0.4s") == 2
+    assert (tmp_path / "hub/org--a/model.safetensors").read_bytes() == model_files(1)["model.safetensors"]
 
 
 def test_revision_not_found_names_the_key(hub, tmp_path: Path) -> None:
@@ -235,7 +318,9 @@ def test_benchmark_data_fetched_once_at_locked_revision_then_checked_offline(hub
     env = {**env, "HF_HOME": str(tmp_path / "hfhome"), "HF_DATASETS_OFFLINE": "0"}
     ds = Repo()
     first = ds.push(tiny_dataset([("1+1", "2")]))
-    state.repos.update({"org/tinyds": ds, "org/gpqa": Repo(gated=True)})
+    gpqa = Repo(gated=True)  # listed, its files refused: HF_TOKEN's user has not accepted its license
+    gpqa_commit = gpqa.push(tiny_dataset([("q", "a")]))
+    state.repos.update({"org/tinyds": ds, "org/gpqa": gpqa})
     lock = tmp_path / "results/hub.lock"
 
     def data(*args: str, offline: bool = False) -> subprocess.CompletedProcess[str]:
@@ -256,12 +341,20 @@ def test_benchmark_data_fetched_once_at_locked_revision_then_checked_offline(hub
     gone = data("tinybench", "org/tinyds", "--out", "-", "--check", offline=True)
     assert gone.returncode == 2 and "benchmark tinybench" in gone.stderr and "not in the datasets cache" in gone.stderr
     gated = data("gpqa", "org/gpqa", "--out", str(tmp_path / "data/gpqa.json"))
-    assert gated.returncode == 2 and "gpqa" in gated.stderr and "HF_TOKEN" in gated.stderr
+    assert gated.returncode == 2 and "Traceback" not in gated.stderr, gated.stderr
+    for text in ["evaluation.benchmarks: gpqa (dataset org/gpqa)", "is gated (HTTP 403", "HF_TOKEN",
+                 "https://huggingface.co/datasets/org/gpqa"]:
+        assert text in gated.stderr
     assert TOKEN not in r.stderr + gated.stderr + lock.read_text()
     (tmp_path / "hfhome-gone").rename(tmp_path / "hfhome")
+    gpqa.push(tiny_dataset([("q2", "a2")]))
+    gpqa.granted.add(TOKEN)  # the license accepted: the commit locked by the refused run is fetched
+    assert data("gpqa", "org/gpqa", "--out", str(tmp_path / "data/gpqa.json")).returncode == 0
+    assert json.loads((tmp_path / "data/gpqa.json").read_text())["commit"] == gpqa_commit
     up = subprocess.run([sys.executable, "-m", "wildmerge.hub", "update", "--lock", str(lock), "--hub-root",
                          str(tmp_path / "hub"), "--data-root", str(tmp_path / "data")], env=env, capture_output=True, text=True, timeout=120)
-    assert up.returncode == 0 and "1 lock entr(y/ies) moved forward" in up.stdout, up.stderr
+    assert up.returncode == 0 and "2 lock entr(y/ies) moved forward" in up.stdout, up.stderr  # tinyds and gpqa
+    assert not (tmp_path / "data/gpqa.json").exists()
     assert not (tmp_path / "data/tinybench.json").exists()  # its benchmark is fetched (and scored) again
 
 
@@ -396,7 +489,10 @@ def test_deterministic_failure_runs_once_under_the_slurm_profile(hub, tmp_path: 
     out = r.stdout + r.stderr
     assert r.returncode != 0 and out.count("Error in rule fetch_hub_model") == 1, out[-4000:]
     assert "Trying to restart" not in out
-    assert len([q for q in state.requests if "agent-harnesses" not in q[1]]) == 1  # one info request, no weights
+    info = [q for q in state.requests if q[1] == "/api/models/org/a"]
+    refused = [q for q in state.requests if "/resolve/" in q[1]]
+    assert len(info) == 1 and len(refused) == (1 if failure == "gated" else 0)  # no retries
+    assert state.file_host == []  # no weight bytes
     assert TOKEN not in out + (tmp_path / "logs/fetch/org--a.log").read_text()
 
 

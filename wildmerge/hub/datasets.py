@@ -84,7 +84,7 @@ def _source(path: str, name: str | None) -> str:
 def resolve_dataset(path: str, revision: str | None, key: str, log: logging.Logger) -> str:
     from huggingface_hub import HfApi
 
-    info = retrying(lambda: HfApi().dataset_info(path, revision=revision), path, revision, key, log)
+    info = retrying(lambda: HfApi().dataset_info(path, revision=revision), path, revision, key, log, "dataset")
     return str(info.sha)
 
 
@@ -118,7 +118,8 @@ def fetch_dataset(
         lambda: LockEntry(_source(path, name), revision, resolve_dataset(path, revision, key, log)),
     )
     cache = commit_cache_dir(path, entry.commit)
-    retrying(lambda: datasets.load_dataset(path, name, revision=entry.commit, cache_dir=cache), path, entry.commit, key, log)
+    retrying(lambda: datasets.load_dataset(path, name, revision=entry.commit, cache_dir=cache), path, entry.commit, key, log,
+             "dataset")
     record = {"benchmark": benchmark, "dataset": path, "name": name, "requested": revision, "commit": entry.commit}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
