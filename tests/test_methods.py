@@ -429,3 +429,42 @@ def test_negative_lambda_merges_to_the_negated_update(models, tmp_path):
     base = models["base"][name]
     expected = base - sum(e[name] - base for e in models["experts"][:2])
     np.testing.assert_allclose(merged, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_merge_without_room_fails_at_once_naming_folder_key_and_bytes(models, tmp_path, monkeypatch):
+    """Issue 26: the free space of the output's file system is checked against the merged
+    model's size (the base's tensors in merge.dtype, plus its copied files) before mergekit
+    runs; nothing is written."""
+    from collections import namedtuple
+
+    from wildmerge.merging.mergekit_run import NoSpaceError, merged_model_bytes
+
+    n_params = sum(v.size for v in models["base"].values())
+    others = sum(f.stat().st_size for f in models["base_dir"].iterdir() if not f.name.endswith(".safetensors"))
+    assert merged_model_bytes(models["base_dir"], "float32") == 4 * n_params + others
+    assert merged_model_bytes(models["base_dir"], "bfloat16") == 2 * n_params + others
+    needed = merged_model_bytes(models["base_dir"], "bfloat16")
+    usage = namedtuple("usage", "total used free")
+    seen = []
+
+    def full_disk(path):
+        seen.append(Path(path))
+        return usage(10**12, 10**12 - 1000, 1000)
+
+    import shutil as shutil_module
+
+    monkeypatch.setattr(shutil_module, "disk_usage", full_disk)
+    out_dir = tmp_path / "models" / "tiny" / "m-0123456789ab"
+    with pytest.raises(NoSpaceError) as err:
+        merge(models["base_dir"], models["dirs"], "ties", {"density": 0.5}, out_dir, dtype="bfloat16")
+    assert str(err.value) == (
+        f"merge.models_dir: {out_dir.parent} has 1,000 bytes free but the merged model needs {needed:,} "
+        f"(the base's tensors in bfloat16); nothing was merged or written: free space there or set "
+        f"merge.models_dir to a folder with room"
+    )
+    assert seen == [tmp_path]  # the nearest existing folder of <models_dir>/<base>
+    assert not (tmp_path / "models").exists() and not out_dir.with_name(out_dir.name + ".partial").exists()
+    # with room, the same merge goes through
+    monkeypatch.setattr(shutil_module, "disk_usage", lambda path: usage(10**12, 0, needed))
+    merge(models["base_dir"], models["dirs"], "ties", {"density": 0.5}, out_dir, dtype="bfloat16")
+    assert (out_dir / "model.safetensors").exists()

@@ -17,7 +17,9 @@ peft stack), so they are cheap enough for workflow config validation.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -30,9 +32,12 @@ import yaml
 LOG = logging.getLogger(__name__)
 
 __all__ = [
+    "NoSpaceError",
     "NonFiniteTensorError",
     "PARAM_RANGES",
+    "check_free_space",
     "check_method",
+    "merged_model_bytes",
     "available_methods",
     "method_parameters",
     "build_config",
@@ -395,6 +400,54 @@ def _check_finite(directory: Path) -> int:
     return count
 
 
+#: Bytes per element of mergekit's output dtypes (``merge.dtype``), and of safetensors' codes.
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+_SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I64": 8, "U64": 8,
+                      "I32": 4, "U32": 4, "I16": 2, "U16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+class NoSpaceError(OSError):
+    """The folder a merged model goes to lacks room for it (checked before merging)."""
+
+
+def merged_model_bytes(base: str | Path, dtype: str) -> int:
+    """Bytes a merge into ``base`` writes: each tensor of the base's safetensors (read from
+    their headers) in ``dtype`` (floating tensors; others as saved), plus the base's other
+    files that are copied along (config, tokenizer)."""
+    base = Path(base)
+    if not base.is_dir():
+        return 0
+    total = 0
+    for f in sorted(base.glob("*.safetensors")):
+        with open(f, "rb") as handle:
+            header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+        for name, t in header.items():
+            if name != "__metadata__":
+                code = str(t["dtype"])
+                size = DTYPE_BYTES[dtype] if code.startswith(("F", "BF")) else _SAFETENSORS_BYTES.get(code, 8)
+                total += math.prod(t["shape"]) * size
+    others = [p for p in base.iterdir() if p.is_file() and not p.name.endswith((".safetensors", *_PICKLE_SUFFIXES))]
+    return total + sum(p.stat().st_size for p in others)
+
+
+def check_free_space(base: str | Path, out_dir: str | Path, dtype: str, key: str = "merge.models_dir") -> None:
+    """Raise :class:`NoSpaceError` (naming the folder, the config ``key``, the bytes needed and
+    free) when the file system of ``out_dir`` lacks room for the merge of ``base`` in ``dtype``."""
+    folder = Path(out_dir).absolute().parent
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    needed = merged_model_bytes(base, dtype)
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise NoSpaceError(
+            f"{key}: {folder} has {free:,} bytes free but the merged model needs {needed:,} "
+            f"(the base's tensors in {dtype}); nothing was merged or written: free space there "
+            f"or set {key} to a folder with room"
+        )
+
+
 class PartialMergeError(RuntimeError):
     """mergekit truncated or skipped an input tensor: the merge would be partial."""
 
@@ -447,8 +500,10 @@ def merge(
 
     The merge is written to ``<out_dir>.partial`` and renamed to ``out_dir``
     (replacing an existing one) only after every tensor was checked finite.
-    Raises ValueError for unknown methods/parameters, NonFiniteTensorError if
-    a merged tensor has NaN/Inf.  Returns a provenance dict.
+    Raises ValueError for unknown methods/parameters, NoSpaceError (before
+    writing anything) when the output's file system lacks room for the merged
+    model, NonFiniteTensorError if a merged tensor has NaN/Inf.  Returns a
+    provenance dict.
     """
     started = time.perf_counter()
     config = build_config(base, experts, method, params, dtype=dtype, tokenizer_source=tokenizer_source)
@@ -483,6 +538,7 @@ def merge(
     partial = out_dir.with_name(out_dir.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)
+    check_free_space(base, out_dir, dtype)  # before mergekit writes anything
     partial.parent.mkdir(parents=True, exist_ok=True)
     guard = _PartialMergeGuard()
     root = logging.getLogger()
