@@ -87,13 +87,12 @@ def test_unknown_benchmark_names_the_index_and_close_matches(tmp_path):
 
 def _tiny_study(tmp_path, **experts_extra):
     """A study of tiny local checkpoints (no demo training): base, experts a and b."""
-    import shutil
-
     import yaml
     from test_preflight import make_ckpt
 
     base = make_ckpt(tmp_path / "ckpt" / "base")
-    experts = {e: shutil.copytree(base, tmp_path / "ckpt" / e) for e in ("a", "b")}
+    # fine-tunes: the base's layout, other weights (a copy of the base is refused by pre-flight)
+    experts = {e: make_ckpt(tmp_path / "ckpt" / e, seed=i) for i, e in enumerate(("a", "b"), start=1)}
     cfg = yaml.safe_load(DEMO)
     cfg["bases"] = {"tiny": {"model": str(base), "experts": {e: str(d) for e, d in experts.items()}}}
     cfg["subsets"] = {"sizes": [2], "per_size": 1, "seed": 0}
@@ -143,7 +142,7 @@ def test_merge_that_overflows_names_the_experts_and_is_not_retried(tmp_path):
     from workflow_helpers import dry_run_job_wildcards, evaluation_record
 
     cfg, base, experts = _tiny_study(tmp_path)
-    make_ckpt(tmp_path / "ckpt" / "b-trained", seed=1)  # b: other weights, same layout
+    make_ckpt(tmp_path / "ckpt" / "b-trained", seed=3)  # b: other weights, same layout
     experts["b"] = tmp_path / "ckpt" / "b-trained"
     cfg["bases"]["tiny"]["experts"]["b"] = str(experts["b"])
     cfg["methods"] = {"ta": {"method": "task_arithmetic", "params": {"lambda": 1.0e39, "normalize": False}}}
@@ -249,6 +248,28 @@ def test_missing_tokenizer_stops_preflight_naming_the_checkpoint(tmp_path):
     log = (tmp_path / "results/demo/logs/preflight/tiny/expert-a.log").read_text()
     assert proc.returncode != 0
     assert f"expert 'a' ({experts['a']}): its tokenizer cannot be loaded, so its evaluation would fail" in log
+    assert not (tmp_path / target).exists()
+
+
+def test_expert_with_the_base_weights_stops_preflight_naming_both(tmp_path):
+    """A copy of the base's folder passes the DAG build (another folder) but not pre-flight."""
+    import shutil
+
+    import yaml
+
+    cfg, base, experts = _tiny_study(tmp_path)
+    shutil.rmtree(experts["b"])
+    shutil.copytree(base, experts["b"])
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    target = "results/demo/checkpoints/tiny/expert-b.json"
+    proc = smk(tmp_path, "--cores", "1", target, config=config, check=False)
+    log = (tmp_path / "results/demo/logs/preflight/tiny/expert-b.log").read_text()
+    assert proc.returncode != 0
+    assert (
+        f"preflight failed for expert 'b' ({experts['b']}):\n  - it has the same weights as the base "
+        f"(identical safetensors files, so the same sha256): base 'tiny' ({base})"
+    ) in log
     assert not (tmp_path / target).exists()
 
 
