@@ -82,6 +82,68 @@ def test_unknown_benchmark_names_the_index_and_close_matches(tmp_path):
     assert "set evaluation.include_path" not in out  # it is set already
 
 
+# ------------------------------------------------- issue 26: every config mistake stops the DAG build
+
+#: the demo base listed again under another name
+TWO_BASES = (
+    "  other:\n    model: demo:base\n"
+    "    experts: {arith: demo:arith, compare: demo:compare, facts: demo:facts, antonym: demo:antonym}\n\nsubsets:"
+)
+RANGE = "must be in (0, 1] (the fraction of each task vector kept; 0 keeps nothing, i.e. the base itself)"
+
+
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        ("density: 0.1, normalize: true}}\n  model_stock", "density: 1.5, normalize: true}}\n  model_stock",
+         f"methods.ties: parameter `density` of merge method 'ties' {RANGE}, got 1.5"),
+        ("density: 0.1, normalize: true}}\n  model_stock", "density: 0, normalize: true}}\n  model_stock",
+         f"methods.ties: parameter `density` of merge method 'ties' {RANGE}, got 0"),
+        ("beta: 0.2}}\n\nmerge", "beta: 1.5}}\n\nmerge",
+         "methods.ties_sb: parameter `beta` of merge method 'ties_subspace_boosting' must be in [0, 1] "
+         "(the cumulative singular-value share after which values are boosted), got 1.5"),
+        ("table1: [ta, ties, model_stock]", "table1: [ta, tiez]",
+         "tables.table1: 'tiez' is not a method under methods (did you mean `ties`?); known: ta, ties, model_stock, "
+         "tsv, iso_c, ta_sb, ties_sb"),
+        ("arith: demo:arith\n", "arith: demo:arithh\n",
+         "bases.tiny-llama.experts.arith: 'demo:arithh' is not in the demo zoo (did you mean `demo:arith`?); "
+         "it has: demo:base, demo:arith, demo:compare"),
+        ("  seed: 1234\n", "  seed: 1234\n  budget: 1\n",
+         "evaluation.budget: 1 is a bare integer, which could mean a fraction or a number of items: write a "
+         "fraction with a decimal point, e.g. `0.25` (or 1.0 for every item), or a number of items per "
+         "benchmark as `{items: 1}`"),
+        ("  seed: 1234\n", "  seed: 1234\n  budget: 500\n", "`{items: 500}`"),
+        ("\nsubsets:", TWO_BASES,
+         "bases: 'tiny-llama' and 'other' are the same checkpoint (demo:base); every job would run twice "
+         "and the averages would count it as two bases: remove one"),
+        ("compare: demo:compare\n", "compare: demo:base\n",
+         "bases.tiny-llama.experts.compare: 'demo:base' is the base itself (bases.tiny-llama.model: demo:base); "
+         "its task vector is zero"),
+        ("results: results/demo", "results: a-file",
+         "results: 'a-file' is a file, not a folder; point results at a folder (made if missing)"),
+        ("keep_models: false", "keep_models: false\n  models_dir: a-file/models",
+         "merge.models_dir: 'a-file/models' cannot be made: "),
+    ],
+    ids=["density-1.5", "density-0", "beta", "tables", "demo-name", "budget-1", "budget-500", "two-bases",
+         "expert-is-base", "results-file", "models-dir-under-file"],
+)
+def test_config_mistake_stops_the_dag_build_naming_the_key(tmp_path, old, new, expected):
+    (tmp_path / "a-file").write_text("not a folder")
+    assert old in DEMO
+    out = _dry_run_fails(tmp_path, DEMO.replace(old, new, 1))
+    assert expected in out
+    assert "Traceback" not in out and len(out.splitlines()) < 10, out
+
+
+def test_expert_in_the_base_folder_under_another_spelling_stops_the_dag_build(tmp_path):
+    import yaml
+
+    cfg, base, _ = _tiny_study(tmp_path)
+    cfg["bases"]["tiny"]["experts"]["b"] = f"{base}/."
+    out = _dry_run_fails(tmp_path, yaml.safe_dump(cfg))
+    assert f"bases.tiny.experts.b: '{base}/.' is the base itself (bases.tiny.model: {base})" in out
+
+
 # --------------------------------------------------------------------------- checkpoints
 
 
