@@ -4,6 +4,7 @@ and write nothing."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -142,6 +143,77 @@ def test_expert_in_the_base_folder_under_another_spelling_stops_the_dag_build(tm
     cfg["bases"]["tiny"]["experts"]["b"] = f"{base}/."
     out = _dry_run_fails(tmp_path, yaml.safe_dump(cfg))
     assert f"bases.tiny.experts.b: '{base}/.' is the base itself (bases.tiny.model: {base})" in out
+
+
+# --------------------------------------------------------------------------- YAML syntax
+
+
+TAB = DEMO.replace("  tiny-llama:\n", "\ttiny-llama:\n", 1)
+BRACE = DEMO.replace("normalize: true}}\n  ties:", "normalize: true}\n  ties:", 1)
+TAB_LINE = DEMO.splitlines().index("  tiny-llama:") + 1
+BRACE_LINE = next(i for i, line in enumerate(DEMO.splitlines(), 1) if line.startswith("  ta:"))
+
+
+def test_yaml_syntax_error_names_file_line_and_cause(tmp_path):
+    """Tabs and an unclosed bracket: the file, the line, YAML's problem, and each its own cause
+    (the Snakefile checks the default config.yaml so before Snakemake reads it)."""
+    from wildmerge.study.configcheck import ConfigFileError, check_config_files
+
+    for name, text in (("tab.yaml", TAB), ("brace.yaml", BRACE)):
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigFileError) as tab:
+        check_config_files([tmp_path / "tab.yaml"])
+    assert str(tab.value) == (
+        f"{tmp_path / 'tab.yaml'}, line {TAB_LINE}, column 1: YAML syntax error: found character '\\t' that "
+        f"cannot start any token ('\\ttiny-llama:'); YAML indents with spaces only: replace the tab(s) with spaces"
+    )
+    with pytest.raises(ConfigFileError) as brace:
+        check_config_files([tmp_path / "brace.yaml"])
+    msg = str(brace.value)
+    assert msg.startswith(f"{tmp_path / 'brace.yaml'}, line {BRACE_LINE + 1}, column 3: YAML syntax error: "
+                          f"expected ',' or '}}', but got '<scalar>'")
+    assert f"inside the `{{` opened at line {BRACE_LINE}, column 7" in msg and "is it closed" in msg
+    assert "tab" not in msg
+
+
+def test_yaml_syntax_error_of_the_default_config_stops_the_dag_build(tmp_path):
+    """The demo's config.yaml (read by the Snakefile's `configfile:`) is checked by the workflow
+    before Snakemake's own loader, whose message names neither file nor line."""
+    import subprocess
+
+    from workflow_helpers import OFFLINE, SNAKEMAKE
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("Snakefile", "rules", "schemas", "scripts", "wildmerge", "report", "envs"):
+        (repo / name).symlink_to(REPO / name)
+    (repo / "config.yaml").write_text(TAB)
+    proc = subprocess.run([*SNAKEMAKE, "--snakefile", str(repo / "Snakefile"), "--directory", str(tmp_path), "-n"],
+                          capture_output=True, text=True, env={**os.environ, **OFFLINE}, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"invalid config: {repo / 'config.yaml'}, line {TAB_LINE}, column 1: YAML syntax error" in out
+    assert "replace the tab(s) with spaces" in out
+
+
+def test_yaml_syntax_error_of_a_configfile_is_named_by_the_precheck(tmp_path):
+    """Snakemake reads --configfile files before the workflow runs, with a generic message (no
+    file, no line, a tab hint for any error): `make run` checks them first with
+    `python -m wildmerge.study.configcheck <snakemake arguments>`, which names file, line, cause."""
+    import subprocess
+    import sys
+
+    (tmp_path / "brace.yaml").write_text(BRACE)
+    generic = _dry_run_fails(tmp_path, BRACE)
+    assert "Config file is not valid JSON or YAML" in generic  # Snakemake's own, before wildmerge's code
+    proc = subprocess.run([sys.executable, "-m", "wildmerge.study.configcheck", "--cores", "2", "--configfile",
+                           str(tmp_path / "brace.yaml"), "-n"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 1
+    assert f"invalid config: {tmp_path / 'brace.yaml'}, line {BRACE_LINE + 1}, column 3" in proc.stderr
+    assert f"inside the `{{` opened at line {BRACE_LINE}, column 7" in proc.stderr
+    ok = subprocess.run([sys.executable, "-m", "wildmerge.study.configcheck", "--configfile", "config.yaml",
+                         "config/ablations-demo.yaml"], capture_output=True, text=True, cwd=REPO)
+    assert ok.returncode == 0, ok.stderr
 
 
 # --------------------------------------------------------------------------- checkpoints

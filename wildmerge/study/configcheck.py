@@ -1,7 +1,8 @@
 """The config checks, all at DAG build, each naming the file or key:
 
-* before the schema's defaults: duplicate YAML keys and short schema errors (file, key path, what
-  is allowed, a close match): :func:`check_config_files`, :func:`check_schema`;
+* before the schema's defaults: YAML syntax errors (file, line, PyYAML's problem and its cause:
+  a tab, an unclosed bracket or quote), duplicate YAML keys and short schema errors (file, key
+  path, what is allowed, a close match): :func:`check_config_files`, :func:`check_schema`;
 * on the study: checkpoint sources that are neither an existing local directory nor a hub id,
   the same checkpoint under two names, as two bases, or as an expert of itself
   (:func:`check_sources`); names that must exist: the methods under ``tables``, ``demo:``
@@ -12,7 +13,9 @@
   (:func:`check_study`).
 
 Those raise :class:`ConfigFileError`, the last :class:`ConfigError`; a message is a few lines
-at most.
+at most. Snakemake reads ``--configfile`` files itself before the workflow runs, and its loader
+names neither the file nor the line of a YAML error: ``python -m wildmerge.study.configcheck
+[snakemake arguments]`` checks them first (``make run`` does).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from wildmerge.study.model import DEMO_PREFIX, Checkpoint, ConfigError
 from wildmerge.study.plan import Study
 
 __all__ = ["ConfigFileError", "check_config_files", "check_names", "check_output_dirs", "check_sources", "check_study",
-           "close_match", "schema_problems"]
+           "close_match", "schema_problems", "yaml_error"]
 
 _HUB_URL = re.compile(r"^https?://(?:www\.)?huggingface\.co/([^/]+/[^/?#]+)")
 #: How many schema errors are shown (each is one line).
@@ -75,21 +78,87 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _c
 
 
 def load_strict(path: str | Path) -> Any:
-    """Parse one YAML file, raising ConfigFileError on a duplicate key (naming both lines)."""
+    """Parse one YAML file, raising ConfigFileError on a duplicate key (naming both lines) and
+    on a syntax error (naming the line and YAML's own account of it, :func:`yaml_error`)."""
     with open(path, encoding="utf-8") as f:
         loader = _StrictLoader(f)
         loader.name = str(path)
         try:
             return loader.get_single_data()
+        except yaml.YAMLError as err:
+            raise ConfigFileError(yaml_error(path, err)) from None
         finally:
             loader.dispose()
 
 
+#: What an unclosed construct is opened with, by the context PyYAML names.
+_OPENERS = {"flow mapping": "`{`", "flow sequence": "`[`", "quoted scalar": "quote"}
+
+
+def yaml_error(path: str | Path, err: yaml.YAMLError) -> str:
+    """One line for a YAML syntax error: the file, line and column, that line's text, PyYAML's
+    own problem, and the cause: a tab in the indentation, or the bracket or quote (the context
+    PyYAML names) left open and the line it was opened on."""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    context, cmark = getattr(err, "context", None), getattr(err, "context_mark", None)
+    lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+
+    def line(m: Any) -> str:
+        return f" ({lines[m.line]!r})" if m is not None and m.line < len(lines) else ""
+
+    where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+    cause = ""
+    if "'\\t'" in problem:
+        cause = "; YAML indents with spaces only: replace the tab(s) with spaces"
+    elif context and cmark is not None:
+        opener = next((o for k, o in _OPENERS.items() if k in context), None)
+        at = f"line {cmark.line + 1}, column {cmark.column + 1}{line(cmark)}"
+        if opener == "quote":
+            cause = f"; inside the quote opened at {at}: is it closed?"
+        elif opener:
+            cause = f"; inside the {opener} opened at {at}: is it closed, and are its items separated by commas?"
+        elif "block" in context:
+            cause = f"; the indentation does not fit the block begun at {at}"
+        else:
+            cause = f"; {context} at {at}"
+    elif context:
+        cause = f"; {context}"
+    return f"{where}: YAML syntax error: {problem}{line(mark)}{cause}"
+
+
 def check_config_files(paths: Iterable[str | Path]) -> None:
-    """Duplicate keys in any of the config files (JSON files are YAML too)."""
+    """YAML syntax errors and duplicate keys in any of the config files (JSON files are YAML too)."""
     for p in paths:
         if Path(p).is_file():
             load_strict(p)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m wildmerge.study.configcheck [snakemake arguments]``: check the YAML of the
+    config files named by ``--configfile``/``--configfiles`` (default: config.yaml) before
+    Snakemake reads them -- Snakemake's own loader names neither the file nor the line."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    files: list[str] = []
+    taking = False
+    for a in args:
+        if a in ("--configfile", "--configfiles"):
+            taking = True
+        elif a.startswith(("--configfile=", "--configfiles=")):
+            files.append(a.split("=", 1)[1])
+            taking = False
+        elif taking and not a.startswith("-"):
+            files.append(a)
+        else:
+            taking = False
+    try:
+        check_config_files(files or ["config.yaml"])
+    except ConfigFileError as err:
+        print(f"invalid config: {err}", file=sys.stderr)
+        return 1
+    return 0
 
 
 # --------------------------------------------------------------------------- schema
@@ -385,3 +454,7 @@ def _check_cache(parts: list[Any], include: str | None) -> Path | None:
         24,
     )
     return cache_dir() / "checked" / key
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
