@@ -136,6 +136,32 @@ def test_config_mistake_stops_the_dag_build_naming_the_key(tmp_path, old, new, e
     assert "Traceback" not in out and len(out.splitlines()) < 10, out
 
 
+def test_unwritable_results_or_models_dir_is_named(tmp_path, monkeypatch):
+    """Tests run as root, for whom every folder is writable: os.access stands in for the file
+    system. models_dir's writability is checked only for local runs (a cluster's may be node-local)."""
+    import yaml
+
+    from wildmerge.study.configcheck import ConfigFileError, check_output_dirs
+    from wildmerge.study.plan import Study
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked)
+    cfg = yaml.safe_load(DEMO)
+    cfg["results"] = str(locked / "study")
+    with pytest.raises(ConfigFileError) as err:
+        check_output_dirs(Study(cfg))
+    assert str(err.value) == (
+        f"results: '{locked / 'study'}' (its nearest existing folder {locked}) is not writable by this user; "
+        f"point results at a folder you can write to"
+    )
+    cfg["results"] = str(tmp_path / "results")
+    cfg["merge"] = {"models_dir": str(locked)}
+    with pytest.raises(ConfigFileError, match=f"merge.models_dir: '{locked}' is not writable"):
+        check_output_dirs(Study(cfg))
+    check_output_dirs(Study(cfg), local=False)  # on a cluster: not judged from here
+
+
 def test_expert_in_the_base_folder_under_another_spelling_stops_the_dag_build(tmp_path):
     import yaml
 
