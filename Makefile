@@ -22,7 +22,9 @@ $(VENV)/.installed: requirements.txt envs/constraints.txt pyproject.toml
 	$(VENV)/bin/pip install -q --no-deps -e .
 	touch $@
 
+# the config files' YAML is checked first: Snakemake's own loader names neither file nor line
 run: setup
+	$(VENV)/bin/python -m wildmerge.study.configcheck $(ARGS)
 	$(VENV)/bin/snakemake --cores $(CORES) $(ARGS)
 
 test: lint

@@ -10,7 +10,19 @@ min_version("9.0")
 
 
 # The demo study is the default; a --configfile replaces it rather than being merged into it.
+# Its YAML is checked first: Snakemake's loader names neither the file nor the line of an error
+# (--configfile files are read by Snakemake before this file runs: `make run` checks them).
 if not workflow.overwrite_configfiles:
+    import sys
+
+    sys.path.insert(0, workflow.basedir)
+    from snakemake.exceptions import WorkflowError
+    from wildmerge.study.configcheck import ConfigFileError, check_config_files
+
+    try:
+        check_config_files([f"{workflow.basedir}/config.yaml"])
+    except ConfigFileError as err:
+        raise WorkflowError(f"invalid config: {err}") from None
 
     configfile: f"{workflow.basedir}/config.yaml"
 

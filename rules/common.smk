@@ -17,6 +17,8 @@ from wildmerge.hub.datasets import data_index_name  # noqa: E402
 from wildmerge.study.configcheck import (  # noqa: E402
     ConfigFileError,
     check_config_files,
+    check_names,
+    check_output_dirs,
     check_schema,
     check_sources,
     check_study,
@@ -35,8 +37,10 @@ validate(config, workflow.source_path("../schemas/config.schema.yaml"))  # sets 
 
 try:
     STUDY = Study(config)
-    RERUNS = Reruns(STUDY)  # what is on disk already: pending benchmarks, evaluation records
     check_sources(STUDY)
+    check_names(STUDY, config)
+    check_output_dirs(STUDY, local=workflow.local_exec)
+    RERUNS = Reruns(STUDY)  # what is on disk already: pending benchmarks, evaluation records
     if workflow.is_main_process:  # not again in every cluster job
         check_study(STUDY, config)
 except (ConfigError, ConfigFileError, ValueError) as err:

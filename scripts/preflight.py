@@ -26,6 +26,7 @@ try:
         tokenizer_policy=smk.params.tokenizer_source,
         trust_remote_code=ck.trust_remote_code,
         base_name=smk.wildcards.base,
+        role="base" if smk.wildcards.checkpoint == "base" else "expert",  # an expert that is the base: an error
     )
     bad = nonfinite_tensors(smk.input.model)  # streamed, one tensor at a time
     if bad:

@@ -4,6 +4,7 @@ and write nothing."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -82,18 +83,176 @@ def test_unknown_benchmark_names_the_index_and_close_matches(tmp_path):
     assert "set evaluation.include_path" not in out  # it is set already
 
 
+# ------------------------------------------------- issue 26: every config mistake stops the DAG build
+
+#: the demo base listed again under another name
+TWO_BASES = (
+    "  other:\n    model: demo:base\n"
+    "    experts: {arith: demo:arith, compare: demo:compare, facts: demo:facts, antonym: demo:antonym}\n\nsubsets:"
+)
+RANGE = "must be in (0, 1] (the fraction of each task vector kept; 0 keeps nothing, i.e. the base itself)"
+
+
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        ("density: 0.1, normalize: true}}\n  model_stock", "density: 1.5, normalize: true}}\n  model_stock",
+         f"methods.ties: parameter `density` of merge method 'ties' {RANGE}, got 1.5"),
+        ("density: 0.1, normalize: true}}\n  model_stock", "density: 0, normalize: true}}\n  model_stock",
+         f"methods.ties: parameter `density` of merge method 'ties' {RANGE}, got 0"),
+        ("beta: 0.2}}\n\nmerge", "beta: 1.5}}\n\nmerge",
+         "methods.ties_sb: parameter `beta` of merge method 'ties_subspace_boosting' must be in [0, 1] "
+         "(the cumulative singular-value share after which values are boosted), got 1.5"),
+        ("table1: [ta, ties, model_stock]", "table1: [ta, tiez]",
+         "tables.table1: 'tiez' is not a method under methods (did you mean `ties`?); known: ta, ties, model_stock, "
+         "tsv, iso_c, ta_sb, ties_sb"),
+        ("arith: demo:arith\n", "arith: demo:arithh\n",
+         "bases.tiny-llama.experts.arith: 'demo:arithh' is not in the demo zoo (did you mean `demo:arith`?); "
+         "it has: demo:base, demo:arith, demo:compare"),
+        ("  seed: 1234\n", "  seed: 1234\n  budget: 1\n",
+         "evaluation.budget: 1 is a bare integer, which could mean a fraction or a number of items: write a "
+         "fraction with a decimal point, e.g. `0.25` (or 1.0 for every item), or a number of items per "
+         "benchmark as `{items: 1}`"),
+        ("  seed: 1234\n", "  seed: 1234\n  budget: 500\n", "`{items: 500}`"),
+        ("\nsubsets:", TWO_BASES,
+         "bases: 'tiny-llama' and 'other' are the same checkpoint (demo:base); every job would run twice "
+         "and the averages would count it as two bases: remove one"),
+        ("compare: demo:compare\n", "compare: demo:base\n",
+         "bases.tiny-llama.experts.compare: 'demo:base' is the base itself (bases.tiny-llama.model: demo:base); "
+         "its task vector is zero"),
+        ("results: results/demo", "results: a-file",
+         "results: 'a-file' is a file, not a folder; point results at a folder (made if missing)"),
+        ("keep_models: false", "keep_models: false\n  models_dir: a-file/models",
+         "merge.models_dir: 'a-file/models' cannot be made: "),
+    ],
+    ids=["density-1.5", "density-0", "beta", "tables", "demo-name", "budget-1", "budget-500", "two-bases",
+         "expert-is-base", "results-file", "models-dir-under-file"],
+)
+def test_config_mistake_stops_the_dag_build_naming_the_key(tmp_path, old, new, expected):
+    (tmp_path / "a-file").write_text("not a folder")
+    assert old in DEMO
+    out = _dry_run_fails(tmp_path, DEMO.replace(old, new, 1))
+    assert expected in out
+    assert "Traceback" not in out and len(out.splitlines()) < 10, out
+
+
+def test_unwritable_results_or_models_dir_is_named(tmp_path, monkeypatch):
+    """Tests run as root, for whom every folder is writable: os.access stands in for the file
+    system. models_dir's writability is checked only for local runs (a cluster's may be node-local)."""
+    import yaml
+
+    from wildmerge.study.configcheck import ConfigFileError, check_output_dirs
+    from wildmerge.study.plan import Study
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked)
+    cfg = yaml.safe_load(DEMO)
+    cfg["results"] = str(locked / "study")
+    with pytest.raises(ConfigFileError) as err:
+        check_output_dirs(Study(cfg))
+    assert str(err.value) == (
+        f"results: '{locked / 'study'}' (its nearest existing folder {locked}) is not writable by this user; "
+        f"point results at a folder you can write to"
+    )
+    cfg["results"] = str(tmp_path / "results")
+    cfg["merge"] = {"models_dir": str(locked)}
+    with pytest.raises(ConfigFileError, match=f"merge.models_dir: '{locked}' is not writable"):
+        check_output_dirs(Study(cfg))
+    check_output_dirs(Study(cfg), local=False)  # on a cluster: not judged from here
+
+
+def test_expert_in_the_base_folder_under_another_spelling_stops_the_dag_build(tmp_path):
+    import yaml
+
+    cfg, base, _ = _tiny_study(tmp_path)
+    cfg["bases"]["tiny"]["experts"]["b"] = f"{base}/."
+    out = _dry_run_fails(tmp_path, yaml.safe_dump(cfg))
+    assert f"bases.tiny.experts.b: '{base}/.' is the base itself (bases.tiny.model: {base})" in out
+
+
+# --------------------------------------------------------------------------- YAML syntax
+
+
+TAB = DEMO.replace("  tiny-llama:\n", "\ttiny-llama:\n", 1)
+BRACE = DEMO.replace("normalize: true}}\n  ties:", "normalize: true}\n  ties:", 1)
+TAB_LINE = DEMO.splitlines().index("  tiny-llama:") + 1
+BRACE_LINE = next(i for i, line in enumerate(DEMO.splitlines(), 1) if line.startswith("  ta:"))
+
+
+def test_yaml_syntax_error_names_file_line_and_cause(tmp_path):
+    """Tabs and an unclosed bracket: the file, the line, YAML's problem, and each its own cause
+    (the Snakefile checks the default config.yaml so before Snakemake reads it)."""
+    from wildmerge.study.configcheck import ConfigFileError, check_config_files
+
+    for name, text in (("tab.yaml", TAB), ("brace.yaml", BRACE)):
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigFileError) as tab:
+        check_config_files([tmp_path / "tab.yaml"])
+    assert str(tab.value) == (
+        f"{tmp_path / 'tab.yaml'}, line {TAB_LINE}, column 1: YAML syntax error: found character '\\t' that "
+        f"cannot start any token ('\\ttiny-llama:'); YAML indents with spaces only: replace the tab(s) with spaces"
+    )
+    with pytest.raises(ConfigFileError) as brace:
+        check_config_files([tmp_path / "brace.yaml"])
+    msg = str(brace.value)
+    assert msg.startswith(f"{tmp_path / 'brace.yaml'}, line {BRACE_LINE + 1}, column 3: YAML syntax error: "
+                          f"expected ',' or '}}', but got '<scalar>'")
+    assert f"inside the `{{` opened at line {BRACE_LINE}, column 7" in msg and "is it closed" in msg
+    assert "tab" not in msg
+
+
+def test_yaml_syntax_error_of_the_default_config_stops_the_dag_build(tmp_path):
+    """The demo's config.yaml (read by the Snakefile's `configfile:`) is checked by the workflow
+    before Snakemake's own loader, whose message names neither file nor line."""
+    import subprocess
+
+    from workflow_helpers import OFFLINE, SNAKEMAKE
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("Snakefile", "rules", "schemas", "scripts", "wildmerge", "report", "envs"):
+        (repo / name).symlink_to(REPO / name)
+    (repo / "config.yaml").write_text(TAB)
+    proc = subprocess.run([*SNAKEMAKE, "--snakefile", str(repo / "Snakefile"), "--directory", str(tmp_path), "-n"],
+                          capture_output=True, text=True, env={**os.environ, **OFFLINE}, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"invalid config: {repo / 'config.yaml'}, line {TAB_LINE}, column 1: YAML syntax error" in out
+    assert "replace the tab(s) with spaces" in out
+
+
+def test_yaml_syntax_error_of_a_configfile_is_named_by_the_precheck(tmp_path):
+    """Snakemake reads --configfile files before the workflow runs, with a generic message (no
+    file, no line, a tab hint for any error): `make run` checks them first with
+    `python -m wildmerge.study.configcheck <snakemake arguments>`, which names file, line, cause."""
+    import subprocess
+    import sys
+
+    (tmp_path / "brace.yaml").write_text(BRACE)
+    generic = _dry_run_fails(tmp_path, BRACE)
+    assert "Config file is not valid JSON or YAML" in generic  # Snakemake's own, before wildmerge's code
+    proc = subprocess.run([sys.executable, "-m", "wildmerge.study.configcheck", "--cores", "2", "--configfile",
+                           str(tmp_path / "brace.yaml"), "-n"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 1
+    assert f"invalid config: {tmp_path / 'brace.yaml'}, line {BRACE_LINE + 1}, column 3" in proc.stderr
+    assert f"inside the `{{` opened at line {BRACE_LINE}, column 7" in proc.stderr
+    ok = subprocess.run([sys.executable, "-m", "wildmerge.study.configcheck", "--configfile", "config.yaml",
+                         "config/ablations-demo.yaml"], capture_output=True, text=True, cwd=REPO)
+    assert ok.returncode == 0, ok.stderr
+
+
 # --------------------------------------------------------------------------- checkpoints
 
 
 def _tiny_study(tmp_path, **experts_extra):
     """A study of tiny local checkpoints (no demo training): base, experts a and b."""
-    import shutil
-
     import yaml
     from test_preflight import make_ckpt
 
     base = make_ckpt(tmp_path / "ckpt" / "base")
-    experts = {e: shutil.copytree(base, tmp_path / "ckpt" / e) for e in ("a", "b")}
+    # fine-tunes: the base's layout, other weights (a copy of the base is refused by pre-flight)
+    experts = {e: make_ckpt(tmp_path / "ckpt" / e, seed=i) for i, e in enumerate(("a", "b"), start=1)}
     cfg = yaml.safe_load(DEMO)
     cfg["bases"] = {"tiny": {"model": str(base), "experts": {e: str(d) for e, d in experts.items()}}}
     cfg["subsets"] = {"sizes": [2], "per_size": 1, "seed": 0}
@@ -143,7 +302,7 @@ def test_merge_that_overflows_names_the_experts_and_is_not_retried(tmp_path):
     from workflow_helpers import dry_run_job_wildcards, evaluation_record
 
     cfg, base, experts = _tiny_study(tmp_path)
-    make_ckpt(tmp_path / "ckpt" / "b-trained", seed=1)  # b: other weights, same layout
+    make_ckpt(tmp_path / "ckpt" / "b-trained", seed=3)  # b: other weights, same layout
     experts["b"] = tmp_path / "ckpt" / "b-trained"
     cfg["bases"]["tiny"]["experts"]["b"] = str(experts["b"])
     cfg["methods"] = {"ta": {"method": "task_arithmetic", "params": {"lambda": 1.0e39, "normalize": False}}}
@@ -249,6 +408,28 @@ def test_missing_tokenizer_stops_preflight_naming_the_checkpoint(tmp_path):
     log = (tmp_path / "results/demo/logs/preflight/tiny/expert-a.log").read_text()
     assert proc.returncode != 0
     assert f"expert 'a' ({experts['a']}): its tokenizer cannot be loaded, so its evaluation would fail" in log
+    assert not (tmp_path / target).exists()
+
+
+def test_expert_with_the_base_weights_stops_preflight_naming_both(tmp_path):
+    """A copy of the base's folder passes the DAG build (another folder) but not pre-flight."""
+    import shutil
+
+    import yaml
+
+    cfg, base, experts = _tiny_study(tmp_path)
+    shutil.rmtree(experts["b"])
+    shutil.copytree(base, experts["b"])
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    target = "results/demo/checkpoints/tiny/expert-b.json"
+    proc = smk(tmp_path, "--cores", "1", target, config=config, check=False)
+    log = (tmp_path / "results/demo/logs/preflight/tiny/expert-b.log").read_text()
+    assert proc.returncode != 0
+    assert (
+        f"preflight failed for expert 'b' ({experts['b']}):\n  - it has the same weights as the base "
+        f"(identical safetensors files, so the same sha256): base 'tiny' ({base})"
+    ) in log
     assert not (tmp_path / target).exists()
 
 

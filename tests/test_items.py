@@ -4,6 +4,7 @@ models, consistent with the score file written by the same evaluation."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,7 @@ def test_budget_sample_is_seeded_stratified_and_nested():
     sizes = {"a": 1000, "b": 300, "c": 7}
     assert allocate(sizes, 0.1) == {"a": 100, "b": 30, "c": 1}
     assert sum(allocate(sizes, 200).values()) == 200 and allocate(sizes, 10**6) == sizes
+    assert allocate(sizes, {"items": 200}) == allocate(sizes, 200)  # the config's form of 200 items
     small, large = sample_ids(sizes, 0.1, 1234), sample_ids(sizes, 0.5, 1234)
     assert small == sample_ids(sizes, 0.1, 1234) and small != sample_ids(sizes, 0.1, 7)
     assert all(set(small[t]) <= set(large[t]) for t in sizes)  # growing the budget only adds items
@@ -126,3 +128,45 @@ def test_budget_config_keys():
     half["evaluation"].update(limit=None, budget=2.5)
     with pytest.raises(ConfigError, match="evaluation.budget"):
         Study(half)
+
+
+@pytest.mark.parametrize(
+    "budget, expected",
+    [
+        (1, "evaluation.budget: 1 is a bare integer, which could mean a fraction or a number of items: write a "
+            "fraction with a decimal point, e.g. `0.25` (or 1.0 for every item), or a number of items per "
+            "benchmark as `{items: 1}`"),
+        (500, "e.g. `0.25`, or a number of items per benchmark as `{items: 500}`"),
+        (500.0, "evaluation.budget: a fraction must be in (0, 1], got 500.0; for 500 items per benchmark write "
+                "`{items: 500}`"),
+        ({"items": 0}, "evaluation.budget: a number of items is written {items: N} with an integer N >= 1"),
+        (True, "evaluation.budget: expected a fraction (0.25) or {items: N}, got True"),
+    ],
+)
+def test_budget_is_a_fraction_or_items_never_a_bare_integer(budget, expected):
+    """Issue 26: `budget: 1` silently meant one item per benchmark. A fraction has a decimal
+    point; a number of items is {items: N}, keyed as N (the key `budget: N` had before)."""
+    import copy
+
+    import yaml
+
+    from wildmerge.evaluation.budget import check_budget
+    from wildmerge.evaluation.settings import EvalSettings
+    from wildmerge.study.plan import ConfigError, Study
+
+    with pytest.raises(ValueError) as err:
+        check_budget(budget)
+    assert expected in str(err.value)
+    cfg = yaml.safe_load((Path(__file__).parent.parent / "config.yaml").read_text())
+    if not isinstance(budget, (bool, dict)):  # the schema refuses the others first
+        cfg["evaluation"]["budget"] = budget
+        with pytest.raises(ConfigError, match=re.escape(expected)):
+            Study(copy.deepcopy(cfg))
+    cfg["evaluation"]["budget"] = {"items": 500}
+    items = Study(copy.deepcopy(cfg))
+    assert items.score_settings()["budget"] == 500 and isinstance(items.budget, int)
+    cfg["evaluation"]["budget"] = 1.0
+    assert Study(cfg).score_settings()["budget"] == 1.0
+    params = type("Params", (), {"dtype": "float32", "seed": 1, "include_path": None, "limit": None})
+    job = EvalSettings.for_job(params, {"budget": {"items": 500}, "batch_size": 8, "device": "cpu"})
+    assert job.budget == 500  # what the job samples with is what the key says

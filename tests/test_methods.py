@@ -354,7 +354,7 @@ def test_nan_in_merged_tensor_raises_and_leaves_no_output(models, tmp_path):
         ("tsv_merge", {"beta": 0.2}, r"'beta' for merge method 'tsv_merge'"),
         ("iso_c", {"normalize": True}, r"'normalize' for merge method 'iso_c'"),
         ("ties", {"density": "dense"}, r"parameter 'density'"),
-        ("ta_subspace_boosting", {"beta": 2.0}, r"parameter 'beta'"),
+        ("ta_subspace_boosting", {"beta": 2.0}, r"parameter `beta` of merge method 'ta_subspace_boosting' must be in \[0, 1\]"),
         ("slerp", {}, r"Missing required parameter 't'"),
     ],
 )
@@ -369,3 +369,102 @@ def test_bad_inputs_and_options(models, tmp_path):
         merge(models["base_dir"], models["dirs"][:1], "model_stock", {}, tmp_path / "m")
     with pytest.raises(ValueError, match="Unknown mergekit option"):
         merge(models["base_dir"], models["dirs"], "ties", {}, tmp_path / "m", options={"nope": 1})
+
+
+# ---------------------------------------------------------------------------
+# (d) parameter ranges (issue 26): checked at DAG build (check_method) and by merge()
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "method,params,match",
+    [
+        ("ties", {"density": 1.5}, r"methods\.m: parameter `density` of merge method 'ties' must be in \(0, 1\] "
+                                   r"\(the fraction of each task vector kept; .*\), got 1\.5"),
+        ("ties", {"density": 0}, r"`density` of merge method 'ties' must be in \(0, 1\].*got 0$"),
+        ("ties", {"density": [0.5, 1.2]}, r"`density`.*got 1\.2"),  # a gradient
+        ("ties", {"density": "1.5"}, r"`density`.*got 1\.5"),  # given as a string
+        ("ties", {"density": [{"filter": "mlp", "value": -0.1}, {"value": 0.5}]}, r"`density`.*got -0\.1"),
+        ("ties_subspace_boosting", {"density": 0.1, "beta": 1.5}, r"`beta` of merge method 'ties_subspace_boosting' must be in \[0, 1\].*got 1\.5"),
+        ("ta_subspace_boosting", {"beta": -0.2}, r"`beta`.*must be in \[0, 1\].*got -0\.2"),
+        ("dare_ties", {"density": 0.0}, r"`density` of merge method 'dare_ties' must be in \(0, 1\]"),
+        ("breadcrumbs", {"density": 0.9, "gamma": 1.5}, r"`gamma` of merge method 'breadcrumbs' must be in \[0, 1\]"),
+        ("della", {"density": 0.1}, r"`density` 0\.1 and `epsilon` 0\.15 of merge method 'della'.*epsilon < .* = 0\.1"),
+        ("della_linear", {"density": 0.5, "epsilon": -0.1}, r"`epsilon` of merge method 'della_linear' must be in \[0, inf\)"),
+        ("sce", {"select_topk": 0.0}, r"`select_topk` of merge method 'sce' must be in \(0, 1\]"),
+        ("slerp", {"t": 1.5}, r"`t` of merge method 'slerp' must be in \[0, 1\]"),
+        ("nearswap", {"t": 0.0}, r"`t` of merge method 'nearswap' must be in \(0, inf\)"),
+        ("karcher", {"max_iter": 0}, r"`max_iter` of merge method 'karcher' must be in \[1, inf\)"),
+    ],
+)
+def test_parameter_out_of_range_names_key_parameter_range_and_value(method, params, match):
+    from wildmerge.merging.mergekit_run import check_method
+
+    with pytest.raises(ValueError, match=match):
+        check_method("methods.m", method, params)
+
+
+@pytest.mark.parametrize(
+    "method,params",
+    [
+        ("task_arithmetic", {"lambda": -1.0}),  # a negative lambda negates the merged update: meant
+        ("ties", {"lambda": -0.5, "density": 1.0, "weight": -1.0}),  # density 1 keeps every entry
+        ("ta_subspace_boosting", {"lambda": -1.0, "beta": 0.0}),
+        ("tsv_merge", {"lambda": -2.0}),
+        ("della", {"density": 0.5, "epsilon": 0.1}),
+        ("breadcrumbs", {"density": 0.9, "gamma": 0.01}),
+        ("slerp", {"t": 0.0}),
+    ],
+)
+def test_negative_lambda_and_in_range_parameters_are_accepted(method, params):
+    from wildmerge.merging.mergekit_run import check_method
+
+    check_method("methods.m", method, params)
+
+
+def test_negative_lambda_merges_to_the_negated_update(models, tmp_path):
+    merge(models["base_dir"], models["dirs"][:2], "task_arithmetic", {"lambda": -1.0, "normalize": False}, tmp_path / "m")
+    name = "model.layers.0.mlp.up_proj.weight"
+    merged = load_file(tmp_path / "m" / "model.safetensors")[name].numpy()
+    base = models["base"][name]
+    expected = base - sum(e[name] - base for e in models["experts"][:2])
+    np.testing.assert_allclose(merged, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_merge_without_room_fails_at_once_naming_folder_key_and_bytes(models, tmp_path, monkeypatch):
+    """Issue 26: the free space of the output's file system is checked against the merged
+    model's size (the base's tensors in merge.dtype, plus its copied files) before mergekit
+    runs; nothing is written."""
+    from collections import namedtuple
+
+    from wildmerge.merging.mergekit_run import NoSpaceError, merged_model_bytes
+
+    n_params = sum(v.size for v in models["base"].values())
+    others = sum(f.stat().st_size for f in models["base_dir"].iterdir() if not f.name.endswith(".safetensors"))
+    assert merged_model_bytes(models["base_dir"], "float32") == 4 * n_params + others
+    assert merged_model_bytes(models["base_dir"], "bfloat16") == 2 * n_params + others
+    needed = merged_model_bytes(models["base_dir"], "bfloat16")
+    usage = namedtuple("usage", "total used free")
+    seen = []
+
+    def full_disk(path):
+        seen.append(Path(path))
+        return usage(10**12, 10**12 - 1000, 1000)
+
+    import shutil as shutil_module
+
+    monkeypatch.setattr(shutil_module, "disk_usage", full_disk)
+    out_dir = tmp_path / "models" / "tiny" / "m-0123456789ab"
+    with pytest.raises(NoSpaceError) as err:
+        merge(models["base_dir"], models["dirs"], "ties", {"density": 0.5}, out_dir, dtype="bfloat16")
+    assert str(err.value) == (
+        f"merge.models_dir: {out_dir.parent} has 1,000 bytes free but the merged model needs {needed:,} "
+        f"(the base's tensors in bfloat16); nothing was merged or written: free space there or set "
+        f"merge.models_dir to a folder with room"
+    )
+    assert seen == [tmp_path]  # the nearest existing folder of <models_dir>/<base>
+    assert not (tmp_path / "models").exists() and not out_dir.with_name(out_dir.name + ".partial").exists()
+    # with room, the same merge goes through
+    monkeypatch.setattr(shutil_module, "disk_usage", lambda path: usage(10**12, 0, needed))
+    merge(models["base_dir"], models["dirs"], "ties", {"density": 0.5}, out_dir, dtype="bfloat16")
+    assert (out_dir / "model.safetensors").exists()

@@ -173,6 +173,26 @@ def test_different_weights_same_layout_ok(tmp_path, base):
     assert check_checkpoint(base, expert, name="code")["status"] == "ok"
 
 
+def test_expert_that_is_the_base_is_refused_naming_both(tmp_path, base, clone):
+    """Issue 26: an expert job (role="expert") on the base's own folder, or on a copy of its
+    weights, has a zero task vector: refused, naming the expert and the base."""
+    copy = clone("copy")
+    for expert, why in ((base, "it is the base's own folder"), (copy, "it has the same weights as the base")):
+        with pytest.raises(PreflightError) as err:
+            check_checkpoint(base, expert, name="dup", base_name="tiny", role="expert")
+        msg = str(err.value)
+        assert msg.startswith(f"preflight failed for expert 'dup' ({expert}):\n  - {why}"), msg
+        assert f"base 'tiny' ({base}); its task vector is zero" in msg
+        assert "fix: remove 'dup' from bases.tiny's experts" in msg
+    # a fine-tune of the same layout: the same file sizes, so its bytes are compared, and differ
+    tuned = make_ckpt(tmp_path / "tuned", seed=1)
+    assert (tuned / "model.safetensors").stat().st_size == (base / "model.safetensors").stat().st_size
+    assert check_checkpoint(base, tuned, name="tuned", base_name="tiny", role="expert")["status"] == "ok"
+    # the base's own job; and without a role the folder tells (as before)
+    assert check_checkpoint(base, base, name="base of tiny", base_name="tiny", role="base")["role"] == "base"
+    assert check_checkpoint(base, base, name="base of tiny", base_name="tiny")["role"] == "base"
+
+
 def test_sharded_expert_ok(tmp_path, base):
     expert = make_ckpt(tmp_path / "sharded", max_shard_size="2KB")
     assert (expert / "model.safetensors.index.json").is_file()

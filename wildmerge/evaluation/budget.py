@@ -2,9 +2,11 @@
 sub-task, the same for every model, scored through lm-eval's ``samples`` (item indices, never
 ``limit``), with the per-item outcomes already scored reused when the budget grows.
 
-* ``evaluation.budget``: ``null`` (all items), a fraction in (0, 1] (a float: ``0.25``), or a
-  number of items per benchmark (an integer: ``500``), split over the benchmark's leaf tasks
-  in proportion to their size (at least one item each).
+* ``evaluation.budget``: ``null`` (all items), a fraction in (0, 1] written with a decimal
+  point (``0.25``), or a number of items per benchmark (``{items: 500}``), split over the
+  benchmark's leaf tasks in proportion to their size (at least one item each). A bare integer
+  is an error (:func:`check_budget`). In the code (and the score key) a budget is the float
+  fraction or the int number of items (:data:`Budget`).
 * Sample (:func:`sample_ids`): per leaf task, the first ``n_t`` indices of a permutation of
   ``range(N_t)`` seeded by (``evaluation.seed``, task, ``N_t``). It depends on no model, and a
   larger budget takes a longer prefix of the same permutation: its sample contains the
@@ -31,27 +33,52 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+#: A budget as the code uses it: a fraction (float) or a number of items per benchmark (int).
 Budget = float | int | None
 
 
-def check_budget(budget: Any) -> Budget:
-    """``budget`` as given (None, fraction float in (0, 1], or int >= 1); ValueError otherwise."""
+def check_budget(budget: Any, key: str = "evaluation.budget") -> Budget:
+    """The config's ``evaluation.budget`` as a :data:`Budget`: ``null`` -> None, a fraction
+    with a decimal point (a float in (0, 1]) -> that float, ``{items: N}`` -> the int N.
+    A bare integer is refused (``1`` reads as "100 %" to some and "one item" to others);
+    ValueError naming ``key`` for it and for anything else."""
     if budget is None:
         return None
+    if isinstance(budget, Mapping):
+        n = budget.get("items")
+        if set(budget) != {"items"} or isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"{key}: a number of items is written {{items: N}} with an integer N >= 1, got {budget!r}")
+        return n
     if isinstance(budget, bool):
-        raise ValueError(f"evaluation.budget: expected a fraction or a number of items, got {budget!r}")
+        raise ValueError(f"{key}: expected a fraction (0.25) or {{items: N}}, got {budget!r}")
     if isinstance(budget, int):
+        whole = " (or 1.0 for every item)" if budget == 1 else ""
+        raise ValueError(
+            f"{key}: {budget} is a bare integer, which could mean a fraction or a number of items: "
+            f"write a fraction with a decimal point, e.g. `0.25`{whole}, or a number of items per "
+            f"benchmark as `{{items: {budget}}}`"
+        )
+    if isinstance(budget, float) and 0.0 < budget <= 1.0:
+        return budget
+    raise ValueError(
+        f"{key}: a fraction must be in (0, 1], got {budget!r}"
+        + (f"; for {budget:g} items per benchmark write `{{items: {int(budget)}}}`" if isinstance(budget, float)
+           and budget > 1 and budget == int(budget) else "")
+    )
+
+
+def _as_budget(budget: Budget | Mapping[str, Any]) -> Budget:
+    """A :data:`Budget` (int = items, checked) or the config's form (:func:`check_budget`)."""
+    if isinstance(budget, int) and not isinstance(budget, bool):
         if budget < 1:
             raise ValueError(f"evaluation.budget: a number of items must be >= 1, got {budget}")
         return budget
-    if isinstance(budget, float) and 0.0 < budget <= 1.0:
-        return budget
-    raise ValueError(f"evaluation.budget: a fraction must be in (0, 1] (or give an integer number of items), got {budget!r}")
+    return check_budget(budget)
 
 
-def allocate(sizes: Mapping[str, int], budget: Budget) -> dict[str, int]:
+def allocate(sizes: Mapping[str, int], budget: Budget | Mapping[str, Any]) -> dict[str, int]:
     """Items per leaf task for ``budget`` (stratified: proportional to the task sizes)."""
-    budget = check_budget(budget)
+    budget = _as_budget(budget)
     if budget is None or (isinstance(budget, float) and budget >= 1.0):
         return dict(sizes)
     total = sum(sizes.values())

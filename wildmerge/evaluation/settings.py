@@ -26,12 +26,14 @@ class EvalSettings:
     def for_job(cls, params: Any, evaluation: Mapping[str, Any], trust_remote_code: bool = False) -> EvalSettings:
         """From a job's score-relevant params (rules/common.smk: eval_settings) and the config's
         ``evaluation`` section (execution-only settings, read by the job)."""
+        from wildmerge.evaluation.budget import check_budget  # {items: N} -> N, as in the score key
+
         return cls(
             dtype=params.dtype,
             seed=params.seed,
             include_path=params.include_path,
             limit=params.limit,
-            budget=evaluation.get("budget"),
+            budget=check_budget(evaluation.get("budget")),
             batch_size=evaluation["batch_size"],
             device=evaluation["device"],
             trust_remote_code=trust_remote_code,

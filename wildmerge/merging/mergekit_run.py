@@ -8,7 +8,8 @@ base).  The configuration is also written as ``mergekit_config.yml``, so
 ``mergekit-yaml`` can reproduce a merge of a built-in method (the wildmerge
 methods additionally need ``import wildmerge.merging.methods``).
 
-Parameters are validated against mergekit's own ``ParameterSpec``s.
+Parameters are validated against mergekit's own ``ParameterSpec``s and the ranges its
+documentation gives (:data:`PARAM_RANGES`: TIES-family ``density`` in (0, 1], ...).
 ``available_methods()`` and ``method_parameters()`` only import
 ``mergekit.merge_methods`` (not the heavy ``mergekit.merge`` / transformers /
 peft stack), so they are cheap enough for workflow config validation.
@@ -16,10 +17,13 @@ peft stack), so they are cheap enough for workflow config validation.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -28,7 +32,12 @@ import yaml
 LOG = logging.getLogger(__name__)
 
 __all__ = [
+    "NoSpaceError",
     "NonFiniteTensorError",
+    "PARAM_RANGES",
+    "check_free_space",
+    "check_method",
+    "merged_model_bytes",
     "available_methods",
     "method_parameters",
     "build_config",
@@ -130,6 +139,88 @@ def _per_model_weight_scope(method):
     return None
 
 
+@dataclass(frozen=True)
+class Range:
+    """An interval of allowed values of a method parameter, and what the parameter means."""
+
+    low: float | None
+    high: float | None
+    low_open: bool
+    high_open: bool
+    meaning: str
+
+    def __contains__(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        low = "(-inf" if self.low is None else ("(" if self.low_open else "[") + f"{self.low:g}"
+        high = "inf)" if self.high is None else f"{self.high:g}" + (")" if self.high_open else "]")
+        return f"{low}, {high}"
+
+
+_FRACTION_KEPT = Range(0, 1, True, False, "the fraction of each task vector kept; 0 keeps nothing, i.e. the base itself")
+#: Ranges of method parameters, as mergekit's docs (docs/merge_methods.md) and code
+#: (mergekit/sparsify.py) define them and as wildmerge's methods (methods.py) do; keyed by
+#: (method, parameter), method None for every method declaring the parameter. ``lambda`` and
+#: ``weight`` have none: a negative one negates a task vector, which is meant.
+PARAM_RANGES: dict[tuple[str | None, str], Range] = {
+    (None, "density"): _FRACTION_KEPT,
+    (None, "beta"): Range(0, 1, False, False, "the cumulative singular-value share after which values are boosted"),
+    ("breadcrumbs", "gamma"): Range(0, 1, False, False, "the fraction of largest-magnitude entries removed"),
+    ("breadcrumbs_ties", "gamma"): Range(0, 1, False, False, "the fraction of largest-magnitude entries removed"),
+    # and density +/- epsilon in (0, 1) where density < 1: _della_problem
+    ("della", "epsilon"): Range(0, None, False, True, "the half-width of the keep probabilities around density"),
+    ("della_linear", "epsilon"): Range(0, None, False, True, "the half-width of the keep probabilities around density"),
+    ("sce", "select_topk"): Range(0, 1, True, False, "the fraction of highest-variance positions kept"),
+    ("slerp", "t"): Range(0, 1, False, False, "the interpolation factor: 0 is the base, 1 the other model"),
+    ("nearswap", "t"): Range(0, None, True, True, "the similarity threshold; t <= 0 returns the base"),
+    ("karcher", "max_iter"): Range(1, None, False, True, "the number of iterations"),
+    ("karcher", "tol"): Range(0, None, True, True, "the convergence tolerance"),
+    ("multislerp", "eps"): Range(0, None, True, True, "a constant for numerical stability"),
+}
+
+
+def _range_problem(method: str, pname: str, value: Any) -> str | None:
+    allowed = PARAM_RANGES.get((method, pname)) or PARAM_RANGES.get((None, pname))
+    if allowed is None or isinstance(value, bool) or not isinstance(value, (int, float)) or value in allowed:
+        return None
+    return (
+        f"parameter `{pname}` of merge method {method!r} must be in {allowed} "
+        f"({allowed.meaning}), got {value!r}"
+    )
+
+
+def _scalars(value: Any) -> list[Any]:
+    """The plain values of a parameter setting: a value, a gradient (list) or conditional
+    ``{value:, filter:}`` settings."""
+    out = []
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, Mapping):
+            item = item.get("value")
+        out += item if isinstance(item, list) else [item]
+    return out
+
+
+def _della_problem(method, params: Mapping[str, Any]) -> str | None:
+    """DELLA's keep probabilities run from density - epsilon to density + epsilon: both must
+    lie in (0, 1) where density < 1 (mergekit raises only when merging)."""
+    if (method.spec.name, "epsilon") not in PARAM_RANGES:
+        return None
+    for density in _scalars(params.get("density", 1.0)):
+        for eps in _scalars(params.get("epsilon", 0.15)):
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (density, eps)):
+                continue
+            if density < 1 and not (density - eps > 0 and density + eps < 1):
+                return (
+                    f"parameters `density` {density!r} and `epsilon` {eps!r} of merge method {method.spec.name!r}: "
+                    f"density - epsilon and density + epsilon must both be in (0, 1) (the keep "
+                    f"probabilities), so epsilon < min(density, 1 - density) = {min(density, 1 - density):g}"
+                )
+    return None
+
+
 def _validate_params(method, params: Mapping[str, Any]) -> None:
     specs = {p.name: p for p in method.spec.parameters}
     auto_weight = _per_model_weight_scope(method) is not None
@@ -149,16 +240,26 @@ def _validate_params(method, params: Mapping[str, Any]) -> None:
             continue
         value = params[pname]
         values = value if isinstance(value, list) else [value]  # list = gradient
+        for v in _scalars(value):  # conditional {value:, filter:} settings too
+            problem = _range_problem(name, pname, v)
+            if problem:
+                raise ValueError(problem)
         for item in values:
             if isinstance(item, Mapping):  # conditional {value:, filter:} settings
                 continue
             try:
-                spec.validate(item)
+                valid = spec.validate(item)
             except Exception as error:
                 raise ValueError(
                     f"Invalid value {item!r} for parameter {pname!r} of merge method "
                     f"{name!r} (expects {_type_name(spec.value_type)}): {error}"
                 ) from None
+            problem = _range_problem(name, pname, valid)  # a value given as a string, "1.5"
+            if problem:
+                raise ValueError(problem)
+    problem = _della_problem(method, params)
+    if problem:
+        raise ValueError(problem)
 
 
 def _model_path(path: str | Path) -> str:
@@ -299,6 +400,54 @@ def _check_finite(directory: Path) -> int:
     return count
 
 
+#: Bytes per element of mergekit's output dtypes (``merge.dtype``), and of safetensors' codes.
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+_SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I64": 8, "U64": 8,
+                      "I32": 4, "U32": 4, "I16": 2, "U16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+class NoSpaceError(OSError):
+    """The folder a merged model goes to lacks room for it (checked before merging)."""
+
+
+def merged_model_bytes(base: str | Path, dtype: str) -> int:
+    """Bytes a merge into ``base`` writes: each tensor of the base's safetensors (read from
+    their headers) in ``dtype`` (floating tensors; others as saved), plus the base's other
+    files that are copied along (config, tokenizer)."""
+    base = Path(base)
+    if not base.is_dir():
+        return 0
+    total = 0
+    for f in sorted(base.glob("*.safetensors")):
+        with open(f, "rb") as handle:
+            header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+        for name, t in header.items():
+            if name != "__metadata__":
+                code = str(t["dtype"])
+                size = DTYPE_BYTES[dtype] if code.startswith(("F", "BF")) else _SAFETENSORS_BYTES.get(code, 8)
+                total += math.prod(t["shape"]) * size
+    others = [p for p in base.iterdir() if p.is_file() and not p.name.endswith((".safetensors", *_PICKLE_SUFFIXES))]
+    return total + sum(p.stat().st_size for p in others)
+
+
+def check_free_space(base: str | Path, out_dir: str | Path, dtype: str, key: str = "merge.models_dir") -> None:
+    """Raise :class:`NoSpaceError` (naming the folder, the config ``key``, the bytes needed and
+    free) when the file system of ``out_dir`` lacks room for the merge of ``base`` in ``dtype``."""
+    folder = Path(out_dir).absolute().parent
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    needed = merged_model_bytes(base, dtype)
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise NoSpaceError(
+            f"{key}: {folder} has {free:,} bytes free but the merged model needs {needed:,} "
+            f"(the base's tensors in {dtype}); nothing was merged or written: free space there "
+            f"or set {key} to a folder with room"
+        )
+
+
 class PartialMergeError(RuntimeError):
     """mergekit truncated or skipped an input tensor: the merge would be partial."""
 
@@ -351,8 +500,10 @@ def merge(
 
     The merge is written to ``<out_dir>.partial`` and renamed to ``out_dir``
     (replacing an existing one) only after every tensor was checked finite.
-    Raises ValueError for unknown methods/parameters, NonFiniteTensorError if
-    a merged tensor has NaN/Inf.  Returns a provenance dict.
+    Raises ValueError for unknown methods/parameters, NoSpaceError (before
+    writing anything) when the output's file system lacks room for the merged
+    model, NonFiniteTensorError if a merged tensor has NaN/Inf.  Returns a
+    provenance dict.
     """
     started = time.perf_counter()
     config = build_config(base, experts, method, params, dtype=dtype, tokenizer_source=tokenizer_source)
@@ -387,6 +538,7 @@ def merge(
     partial = out_dir.with_name(out_dir.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)
+    check_free_space(base, out_dir, dtype)  # before mergekit writes anything
     partial.parent.mkdir(parents=True, exist_ok=True)
     guard = _PartialMergeGuard()
     root = logging.getLogger()

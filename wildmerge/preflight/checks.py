@@ -5,7 +5,7 @@ worse, silently produces garbage: a fine-tune whose tokenizer numbers tokens
 differently has embedding rows that mean other tokens, so its task vector is noise.
 Every expert is compared with its base using only cheap, safe
 reads -- ``config.json``, safetensors *headers* (tensor names, shapes, dtypes; no
-tensor data is ever loaded) and the tokenizer files -- and either returns a
+tensor is ever loaded) and the tokenizer files -- and either returns a
 JSON-able report or raises :class:`PreflightError` naming the checkpoint, the
 offending tensor or config key, both values and the fix.
 
@@ -24,6 +24,9 @@ Checks, per checkpoint:
 5. vocabulary: ``vocab_size`` equal to the base's and the same token -> id mapping
    (tokenizer fingerprint), also handled by ``tokenizer_policy``; and
    ``tie_word_embeddings`` equal to the base's.
+6. not the base: an expert in the base's own folder, or whose safetensors files are the
+   base's byte for byte (compared only when their names and sizes agree, up to the first
+   difference), has a zero task vector and is refused.
 
 ``tokenizer_policy`` (the config's ``merge.tokenizer_source``): ``"error"`` refuses
 vocabulary differences; ``"base"`` / ``"union"`` accept them and record
@@ -338,6 +341,43 @@ def _expert_report(base: CheckpointFiles, ck: CheckpointFiles, tokenizer_policy:
     return report
 
 
+def _same_files(a: Path, b: Path, chunk: int = 1 << 22) -> bool:
+    """Whether two folders hold the same safetensors files (names, sizes, bytes): what
+    ``wildmerge.provenance.model_hash`` hashes. Reads only while they agree (nothing when the
+    names or sizes differ, as a fine-tune's shards usually do after their headers)."""
+    fa, fb = (sorted(p.name for p in d.glob("*.safetensors")) for d in (a, b))
+    if not fa or fa != fb or any((a / f).stat().st_size != (b / f).stat().st_size for f in fa):
+        return False
+    for f in fa:
+        with open(a / f, "rb") as x, open(b / f, "rb") as y:
+            while True:
+                bx, by = x.read(chunk), y.read(chunk)
+                if bx != by:
+                    return False
+                if not bx:
+                    break
+    return True
+
+
+def _not_the_base(base_dir: Path, ckpt_dir: Path, name: str, base_name: str) -> None:
+    """An expert in the base's own folder, or whose weights are the base's (a copy): its task
+    vector is zero, so every subset holding it would merge nothing from it."""
+    base_path, path = Path(base_dir), Path(ckpt_dir)
+    if path.resolve() == base_path.resolve():
+        why = "is the base's own folder"
+    elif _same_files(base_path, path):
+        why = "has the same weights as the base (identical safetensors files, so the same sha256)"
+    else:
+        return
+    message = (
+        f"preflight failed for expert '{name}' ({path}):\n  - it {why}: base '{base_name}' ({base_path}); "
+        f"its task vector is zero and every subset holding it would merge nothing from it\n"
+        f"  fix: remove '{name}' from bases.{base_name}'s experts, or point it at the fine-tuned checkpoint"
+    )
+    raise PreflightError(message, [{"checkpoint": name, "path": str(path), "kind": "same_as_base",
+                                    "base": str(base_path)}])
+
+
 def check_checkpoint(
     base_dir: Path,
     ckpt_dir: Path,
@@ -346,10 +386,12 @@ def check_checkpoint(
     tokenizer_policy: str = "error",
     trust_remote_code: bool = False,
     base_name: str = "base",
+    role: str | None = None,
 ) -> dict[str, Any]:
     """Check that checkpoint ``name`` in ``ckpt_dir`` can be merged with the base in ``base_dir``.
 
-    Reads only config.json, safetensors headers and tokenizer files of both.  Returns
+    Reads config.json, safetensors headers and tokenizer files of both (and an expert's
+    weights only where they may be the base's, below).  Returns
     the checkpoint's JSON-able report::
 
         {"name", "path", "role", "architectures", "model_type", "vocab_size",
@@ -365,11 +407,19 @@ def check_checkpoint(
     code is judged only when the base is the checkpoint (``ckpt_dir`` is ``base_dir``, as in
     the workflow's job for the base), with ``trust_remote_code``; messages then name it as
     the base and point to ``bases.<base>.model``.
+
+    ``role``: ``"base"`` or ``"expert"`` as the caller means the checkpoint (the workflow
+    passes it); None tells it by the folder. An expert (``role="expert"``) in the base's own
+    folder, or whose safetensors files are the base's byte for byte (read only when their
+    names and sizes agree), is a :class:`PreflightError` naming both.
     """
     _check_policy(tokenizer_policy)
     base = read_checkpoint(base_dir, name=base_name, role="base", check_trust=False)
     _raise_if(base, base.issues)
+    if role == "expert":
+        _not_the_base(Path(base_dir), Path(ckpt_dir), name, base_name)
     # the workflow checks the base against itself: then messages name it (and its config key) as the base
-    role = "base" if Path(ckpt_dir).resolve() == Path(base_dir).resolve() else "expert"
+    if role is None:
+        role = "base" if Path(ckpt_dir).resolve() == Path(base_dir).resolve() else "expert"
     ck = read_checkpoint(ckpt_dir, name=name, role=role, trust_remote_code=trust_remote_code)
     return _expert_report(base, ck, tokenizer_policy)

@@ -1,14 +1,21 @@
 """The config checks, all at DAG build, each naming the file or key:
 
-* before the schema's defaults: duplicate YAML keys and short schema errors (file, key path, what
-  is allowed, a close match): :func:`check_config_files`, :func:`check_schema`;
+* before the schema's defaults: YAML syntax errors (file, line, PyYAML's problem and its cause:
+  a tab, an unclosed bracket or quote), duplicate YAML keys and short schema errors (file, key
+  path, what is allowed, a close match): :func:`check_config_files`, :func:`check_schema`;
 * on the study: checkpoint sources that are neither an existing local directory nor a hub id,
-  and the same checkpoint under two names (:func:`check_sources`);
-* against the libraries: every method and its parameters against mergekit's registry, every
-  benchmark (name, tag, metric) against lm-eval's index (:func:`check_study`).
+  the same checkpoint under two names, as two bases, or as an expert of itself
+  (:func:`check_sources`); names that must exist: the methods under ``tables``, ``demo:``
+  checkpoints (:func:`check_names`); ``results`` and ``merge.models_dir`` that are files or
+  not writable (:func:`check_output_dirs`);
+* against the libraries: every method and its parameters (names, types, ranges) against
+  mergekit's registry, every benchmark (name, tag, metric) against lm-eval's index
+  (:func:`check_study`).
 
-The first two raise :class:`ConfigFileError`, the last :class:`ConfigError`; a message is a few
-lines at most.
+Those raise :class:`ConfigFileError`, the last :class:`ConfigError`; a message is a few lines
+at most. Snakemake reads ``--configfile`` files itself before the workflow runs, and its loader
+names neither the file nor the line of a YAML error: ``python -m wildmerge.study.configcheck
+[snakemake arguments]`` checks them first (``make run`` does).
 """
 
 from __future__ import annotations
@@ -26,10 +33,11 @@ import yaml
 from wildmerge.evaluation.task_index import benchmark_problems, study_benchmarks
 from wildmerge.hub.ids import HUB_ID
 from wildmerge.provenance import cache_dir, stable_hash
-from wildmerge.study.model import DEMO_PREFIX, ConfigError
+from wildmerge.study.model import DEMO_PREFIX, Checkpoint, ConfigError
 from wildmerge.study.plan import Study
 
-__all__ = ["ConfigFileError", "check_config_files", "check_sources", "check_study", "close_match", "schema_problems"]
+__all__ = ["ConfigFileError", "check_config_files", "check_names", "check_output_dirs", "check_sources", "check_study",
+           "close_match", "schema_problems", "yaml_error"]
 
 _HUB_URL = re.compile(r"^https?://(?:www\.)?huggingface\.co/([^/]+/[^/?#]+)")
 #: How many schema errors are shown (each is one line).
@@ -70,21 +78,87 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _c
 
 
 def load_strict(path: str | Path) -> Any:
-    """Parse one YAML file, raising ConfigFileError on a duplicate key (naming both lines)."""
+    """Parse one YAML file, raising ConfigFileError on a duplicate key (naming both lines) and
+    on a syntax error (naming the line and YAML's own account of it, :func:`yaml_error`)."""
     with open(path, encoding="utf-8") as f:
         loader = _StrictLoader(f)
         loader.name = str(path)
         try:
             return loader.get_single_data()
+        except yaml.YAMLError as err:
+            raise ConfigFileError(yaml_error(path, err)) from None
         finally:
             loader.dispose()
 
 
+#: What an unclosed construct is opened with, by the context PyYAML names.
+_OPENERS = {"flow mapping": "`{`", "flow sequence": "`[`", "quoted scalar": "quote"}
+
+
+def yaml_error(path: str | Path, err: yaml.YAMLError) -> str:
+    """One line for a YAML syntax error: the file, line and column, that line's text, PyYAML's
+    own problem, and the cause: a tab in the indentation, or the bracket or quote (the context
+    PyYAML names) left open and the line it was opened on."""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    context, cmark = getattr(err, "context", None), getattr(err, "context_mark", None)
+    lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+
+    def line(m: Any) -> str:
+        return f" ({lines[m.line]!r})" if m is not None and m.line < len(lines) else ""
+
+    where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+    cause = ""
+    if "'\\t'" in problem:
+        cause = "; YAML indents with spaces only: replace the tab(s) with spaces"
+    elif context and cmark is not None:
+        opener = next((o for k, o in _OPENERS.items() if k in context), None)
+        at = f"line {cmark.line + 1}, column {cmark.column + 1}{line(cmark)}"
+        if opener == "quote":
+            cause = f"; inside the quote opened at {at}: is it closed?"
+        elif opener:
+            cause = f"; inside the {opener} opened at {at}: is it closed, and are its items separated by commas?"
+        elif "block" in context:
+            cause = f"; the indentation does not fit the block begun at {at}"
+        else:
+            cause = f"; {context} at {at}"
+    elif context:
+        cause = f"; {context}"
+    return f"{where}: YAML syntax error: {problem}{line(mark)}{cause}"
+
+
 def check_config_files(paths: Iterable[str | Path]) -> None:
-    """Duplicate keys in any of the config files (JSON files are YAML too)."""
+    """YAML syntax errors and duplicate keys in any of the config files (JSON files are YAML too)."""
     for p in paths:
         if Path(p).is_file():
             load_strict(p)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m wildmerge.study.configcheck [snakemake arguments]``: check the YAML of the
+    config files named by ``--configfile``/``--configfiles`` (default: config.yaml) before
+    Snakemake reads them -- Snakemake's own loader names neither the file nor the line."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    files: list[str] = []
+    taking = False
+    for a in args:
+        if a in ("--configfile", "--configfiles"):
+            taking = True
+        elif a.startswith(("--configfile=", "--configfiles=")):
+            files.append(a.split("=", 1)[1])
+            taking = False
+        elif taking and not a.startswith("-"):
+            files.append(a)
+        else:
+            taking = False
+    try:
+        check_config_files(files or ["config.yaml"])
+    except ConfigFileError as err:
+        print(f"invalid config: {err}", file=sys.stderr)
+        return 1
+    return 0
 
 
 # --------------------------------------------------------------------------- schema
@@ -189,10 +263,18 @@ def _source_problem(source: str) -> str | None:
     )
 
 
+def _same_checkpoint(ck: Checkpoint) -> str:
+    """What makes two checkpoints the same: a local folder by its resolved path (``./m`` and
+    ``m``), others by source and revision."""
+    return os.path.realpath(ck.source) if ck.kind == "local" else ck.identity
+
+
 def check_sources(study: Study) -> None:
     """Every checkpoint source is demo:, an existing directory or a hub id; no checkpoint is
-    listed twice under different names in one base's pool."""
+    listed twice under different names in one base's pool, no expert is its base, and no two
+    bases are the same checkpoint."""
     problems: list[str] = []
+    bases: dict[str, str] = {}
     for bname, b in study.bases.items():
         named = [(f"bases.{bname}.model", b.model)] + [
             (f"bases.{bname}.experts.{e}", c) for e, c in b.experts.items()
@@ -201,6 +283,12 @@ def check_sources(study: Study) -> None:
             why = _source_problem(ck.source)
             if why:
                 problems.append(f"{key}: {why}")
+        first_base = bases.setdefault(_same_checkpoint(b.model), bname)
+        if first_base != bname:
+            problems.append(
+                f"bases: {first_base!r} and {bname!r} are the same checkpoint ({b.model.identity}); every "
+                f"job would run twice and the averages would count it as two bases: remove one"
+            )
         by_id: dict[str, str] = {}
         for e, c in b.experts.items():
             first = by_id.setdefault(c.identity, e)
@@ -209,9 +297,77 @@ def check_sources(study: Study) -> None:
                     f"bases.{bname}.experts: {first!r} and {e!r} are the same checkpoint "
                     f"({c.identity}); subsets would hold it twice: remove one"
                 )
+        base_is = _same_checkpoint(b.model)
+        for c in [*b.experts.values(), *b.group_experts.values()]:
+            if _same_checkpoint(c) == base_is:
+                problems.append(
+                    f"{c.key or f'bases.{bname}.experts.{c.name}'}: {c.identity!r} is the base itself "
+                    f"(bases.{bname}.model: {b.model.identity}); its task vector is zero and every "
+                    f"subset holding it would merge nothing from it: remove it, or name the fine-tune"
+                )
     if problems:
         raise ConfigFileError("\n  ".join(problems[:SHOW * 2]))
     _say_unfetched_hub_ids(study)
+
+
+def check_names(study: Study, config: Mapping[str, Any]) -> None:
+    """Names the config refers to exist: every method listed under ``tables`` is under
+    ``methods`` (and no table is named ``paired``, the name of the paired-comparison table),
+    and every ``demo:<name>`` is a checkpoint of the demo zoo (wildmerge.demo)."""
+    from wildmerge.demo import EXPERTS
+
+    problems: list[str] = []
+    methods = list(study.methods)
+    for table, listed in (config.get("tables") or {}).items():
+        if table == "paired":
+            problems.append("tables.paired: `paired` is the name of the paired method comparison "
+                            "(tables/paired.csv): give this table another name")
+        for m in listed:
+            if m not in study.methods:
+                problems.append(f"tables.{table}: {m!r} is not a method under methods{close_match(m, methods)}; "
+                                f"known: {', '.join(methods)}")
+    zoo = ["base", *EXPERTS]
+    for ck in study.all_checkpoints():
+        name = ck.source[len(DEMO_PREFIX):] if ck.source.startswith(DEMO_PREFIX) else None
+        if name is not None and name not in zoo:
+            problems.append(
+                f"{ck.key or ck.name}: {ck.source!r} is not in the demo zoo"
+                f"{close_match(DEMO_PREFIX + name, [DEMO_PREFIX + z for z in zoo])}; it has: "
+                + ", ".join(DEMO_PREFIX + z for z in zoo)
+            )
+    if problems:
+        raise ConfigFileError("\n  ".join(list(dict.fromkeys(problems))[:SHOW * 2]))
+
+
+def _folder_problem(path: str, key: str, check_writable: bool) -> str | None:
+    """Why the folder ``path`` (config ``key``) cannot take the study's outputs: it is a file,
+    a file is where one of its parents should be, or (``check_writable``) the nearest existing
+    one cannot be written to."""
+    p = Path(path).expanduser().absolute()
+    existing = p
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        what = "is a file" if existing == p else f"cannot be made: {existing} is a file"
+        return f"{key}: {path!r} {what}, not a folder; point {key} at a folder (made if missing)"
+    if check_writable and not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == p else f" (its nearest existing folder {existing})"
+        return f"{key}: {path!r}{where} is not writable by this user; point {key} at a folder you can write to"
+    return None
+
+
+def check_output_dirs(study: Study, local: bool = True) -> None:
+    """``results`` and ``merge.models_dir`` are folders (or can be made) that this user can write
+    to; ``merge.models_dir`` only where jobs run here (``local``): on a cluster it may be a
+    node-local path this machine lacks."""
+    problems = [_folder_problem(study.results, "results", True)]
+    if study.config["merge"].get("models_dir"):
+        problems.append(_folder_problem(study.models_dir, "merge.models_dir", local))
+    elif not problems[0]:
+        problems.append(_folder_problem(study.models_dir, "merge.models_dir (unset: <results>/models)", local))
+    found = [x for x in problems if x]
+    if found:
+        raise ConfigFileError("\n  ".join(found))
 
 
 def _say_unfetched_hub_ids(study: Study) -> None:
@@ -298,3 +454,7 @@ def _check_cache(parts: list[Any], include: str | None) -> Path | None:
         24,
     )
     return cache_dir() / "checked" / key
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -61,11 +61,13 @@ class Study:
             b if isinstance(b, Mapping) else {"name": b} for b in config["evaluation"]["benchmarks"]
         ]
         ev = config["evaluation"]
+        #: the budget as the code and the score key have it: a fraction (float) or items (int)
+        self.budget: float | int | None = None
         if ev.get("budget") is not None:
             from wildmerge.evaluation.budget import check_budget
 
             try:
-                check_budget(ev["budget"])
+                self.budget = check_budget(ev["budget"])
             except ValueError as err:
                 raise ConfigError(str(err)) from None
             if ev.get("limit") is not None:
@@ -200,8 +202,9 @@ class Study:
             "dtype": ev["dtype"],
             "seed": ev["seed"],
             "limit": ev.get("limit"),
-            # the budget only where set: score keys of studies without one stay as they were
-            **({"budget": ev["budget"]} if ev.get("budget") is not None else {}),
+            # the budget only where set: score keys of studies without one stay as they were;
+            # {items: 500} is keyed as 500, the key it had when written `budget: 500`
+            **({"budget": self.budget} if self.budget is not None else {}),
         }
 
     def score_key(self, base: str, model: str, bench: str, settings: Mapping[str, Any] | None = None) -> str:
