@@ -61,6 +61,7 @@ def changed(small_study: Path, name: str, edit) -> Path:
         ("bench_order", lambda c: c["evaluation"].update(benchmarks=BENCHES[::-1])),
         ("keep_models", lambda c: c["merge"].update(keep_models=True)),
         ("cpus", lambda c: c.update(resources={"evaluate": {"cpus_per_task": 4}, "merge": {"cpus_per_task": 4}})),
+        ("merge_options", lambda c: c["merge"].update(options={"num_threads": 1, "low_cpu_memory": True, "async_write": True})),
     ],
 )
 def test_execution_only_settings_and_no_op_edits_plan_no_job(small_study, name, edit):

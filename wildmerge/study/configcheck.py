@@ -4,8 +4,9 @@
   is allowed, a close match): :func:`check_config_files`, :func:`check_schema`;
 * on the study: checkpoint sources that are neither an existing local directory nor a hub id,
   and the same checkpoint under two names (:func:`check_sources`);
-* against the libraries: every method and its parameters against mergekit's registry, every
-  benchmark (name, tag, metric) against lm-eval's index (:func:`check_study`).
+* against the libraries: every method and its parameters against mergekit's registry,
+  merge.options against mergekit's MergeOptions, every benchmark (name, tag, metric) against
+  lm-eval's index (:func:`check_study`).
 
 The first two raise :class:`ConfigFileError`, the last :class:`ConfigError`; a message is a few
 lines at most.
@@ -234,7 +235,8 @@ def _say_unfetched_hub_ids(study: Study) -> None:
 
 def check_study(study: Study, config: Mapping[str, Any]) -> None:
     """Checks that need the libraries (not just the config): every method and its parameters
-    against mergekit's registry, every benchmark against lm-eval's task index.
+    against mergekit's registry, merge.options against mergekit's MergeOptions, every benchmark
+    against lm-eval's task index.
 
     Raises ValueError naming the config key; run at DAG build, before any job.
     """
@@ -257,13 +259,15 @@ def check_study(study: Study, config: Mapping[str, Any]) -> None:
             sorted(params_of.items()),
             sorted((n, s.method, stable_hash(s.params)) for n, s in study.methods.items()),
             benchmarks,
+            sorted(study.config["merge"]["options"].items()),
         ],
         include,
     )
     if passed is not None and passed.exists():
         return
-    from wildmerge.merging.mergekit_run import check_method
+    from wildmerge.merging.mergekit_run import check_merge_options, check_method
 
+    check_merge_options(study.config["merge"]["options"], study.config["merge"]["device"])
     for name, spec in study.methods.items():  # also methods no subset uses
         check_method(f"methods.{name}", spec.method, spec.params)
     for (key, method, h), ns in sizes.items():
