@@ -26,7 +26,7 @@ from wildmerge.evaluation.settings import EvalSettings
 class Targets:
     """What one evaluation job scores, and where each benchmark's files go."""
 
-    benchmarks: list[dict[str, Any]]  # specs (name, num_fewshot, metric), in order
+    benchmarks: list[dict[str, Any]]  # specs (name, num_fewshot, metric, prompt options), in order
     scores: dict[str, str]  # benchmark -> score file
     items: dict[str, str] = field(default_factory=dict)  # benchmark -> per-item file ({}: none)
     score_keys: dict[str, str] = field(default_factory=dict)  # benchmark -> score key (study files)

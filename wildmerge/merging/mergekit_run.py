@@ -300,6 +300,14 @@ def _torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _copy_named_chat_templates(base: str, out: Path) -> None:
+    """The base's named chat templates (``additional_chat_templates/``, evaluation.apply_chat_template:
+    "<name>"), which mergekit's tokenizer copy leaves out."""
+    src = Path(base) / "additional_chat_templates"
+    if src.is_dir() and (out / "tokenizer_config.json").exists() and not (out / src.name).exists():
+        shutil.copytree(src, out / src.name)
+
+
 def _tensor_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("*.safetensors")) + sorted(directory.glob("*.bin"))
 
@@ -472,6 +480,7 @@ def merge(
                 "resized vocabularies; experts whose other tensors differ in shape cannot be merged."
             )
         (partial / "mergekit_config.yml").write_text(config_yaml, encoding="utf-8")
+        _copy_named_chat_templates(config["base_model"], partial)
         if _drop_head_the_base_ties(partial, Path(base)):
             LOG.info("dropped lm_head.weight from the merge: the base ties it to the embeddings")
         n_tensors = _check_finite(partial)
