@@ -230,6 +230,14 @@ def eval_params(wildcards):
     }
 
 
+def suite_benchmarks(wildcards):
+    """A homogeneous group's suite as evaluate_suite's params: the names, and the prompt options
+    that are in a score's key (Study.prompt_key: none for a study that sets none), so changing
+    one reruns the suites' evaluations; the job gets the options from Study.suite_benchmarks."""
+    suite = STUDY.suite_benchmarks(wildcards.base, wildcards.suite)
+    return [{"name": b["name"], **STUDY.prompt_key(b)} for b in suite]
+
+
 def ablation_models(wildcards):
     pairs = STUDY.ablation_merge_ids(wildcards.ablation)
     bases = dict.fromkeys(b for b, _ in pairs)

@@ -18,7 +18,7 @@ rule evaluate_suite:
     params:
         **eval_settings(),
         spec=eval_params,
-        benchmarks=lambda wc: [{"name": b} for b in STUDY.suites[(wc.base, wc.suite)]],
+        benchmarks=suite_benchmarks,
     threads: 1
     priority: 10
     resources:

@@ -13,12 +13,14 @@ from wildmerge.evaluation.job import Targets, evaluate_suite  # noqa: E402
 from wildmerge.evaluation.settings import EvalSettings  # noqa: E402
 from wildmerge.provenance import read_json  # noqa: E402
 from wildmerge.smk import limit_threads, setup_logging  # noqa: E402
+from wildmerge.study.plan import Study  # noqa: E402
 
 log = setup_logging(smk)
 limit_threads(smk)
+benchmarks = Study(smk.config).suite_benchmarks(smk.wildcards.base, smk.wildcards.suite)  # with the prompt options
 evaluate_suite(
     str(smk.input.model),
-    Targets.folder(smk.output.scores, smk.params.benchmarks, bool(smk.config["evaluation"]["per_item"])),
+    Targets.folder(smk.output.scores, benchmarks, bool(smk.config["evaluation"]["per_item"])),
     EvalSettings.for_job(smk.params, smk.config["evaluation"], smk.params.spec["trust_remote_code"]),
     smk.params.spec["identity"],
     read_json(smk.input.info),

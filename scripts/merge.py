@@ -19,6 +19,7 @@ make_merged_model(
     smk.output.manifest,
     dtype=smk.params.dtype,
     device=smk.config["merge"]["device"],  # execution-only: not a param
+    options=smk.config["merge"]["options"],  # mergekit execution options: not a param either
     marker=marker_for(smk.log[0]),
     log=log,
 )

@@ -28,6 +28,7 @@ merge_evaluate(
     study.manifest_file(base, model),
     keep=bool(smk.config["merge"]["keep_models"]),
     device=smk.config["merge"]["device"],  # execution-only: not a param
+    options=smk.config["merge"]["options"],  # mergekit execution options: not a param either
     marker=marker_for(smk.log[0]),
     targets=Reruns(study).targets(base, model),
     settings=EvalSettings.for_job(smk.params, smk.config["evaluation"]),

@@ -242,6 +242,21 @@ def test_yaml_syntax_error_of_a_configfile_is_named_by_the_precheck(tmp_path):
     assert ok.returncode == 0, ok.stderr
 
 
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        ("{lazy_unpicle: true}", "merge.options.lazy_unpicle: not a mergekit option (did you mean `lazy_unpickle`?)"),
+        ("{num_threads: many}", "merge.options.num_threads: Input should be a valid integer"),
+        ("{random_seed: 1}", "merge.options.random_seed: not allowed: wildmerge fixes it (0)"),
+    ],
+)
+def test_bad_merge_option_is_named_at_dag_build(tmp_path, options, expected):
+    assert "  keep_models: false\n" in DEMO
+    out = _dry_run_fails(tmp_path, DEMO.replace("  keep_models: false\n", f"  keep_models: false\n  options: {options}\n"))
+    assert f"invalid config: {expected}" in out
+    assert len(out.splitlines()) < 15
+
+
 # --------------------------------------------------------------------------- checkpoints
 
 

@@ -4,6 +4,7 @@ asserted from Snakemake's own dry-run job list and from the score files on disk.
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 from pathlib import Path
 
@@ -61,6 +62,10 @@ def changed(small_study: Path, name: str, edit) -> Path:
         ("bench_order", lambda c: c["evaluation"].update(benchmarks=BENCHES[::-1])),
         ("keep_models", lambda c: c["merge"].update(keep_models=True)),
         ("cpus", lambda c: c.update(resources={"evaluate": {"cpus_per_task": 4}, "merge": {"cpus_per_task": 4}})),
+        ("merge_options", lambda c: c["merge"].update(options={"num_threads": 1, "low_cpu_memory": True, "async_write": True})),
+        # the prompt options' defaults written out; fewshot_as_multiturn has no effect without a chat template
+        ("prompt_defaults", lambda c: c["evaluation"].update(apply_chat_template=False, system_instruction=None,
+                                                             fewshot_as_multiturn=False, gen_kwargs=None)),
     ],
 )
 def test_execution_only_settings_and_no_op_edits_plan_no_job(small_study, name, edit):
@@ -108,6 +113,27 @@ def test_few_shot_of_one_benchmark_reruns_only_that_benchmark(small_study, tmp_p
     after = score_files(work)
     # ... scoring that one benchmark: the other's score files are untouched
     assert {p for p in before if after[p] != before[p]} == {p for p in before if p.stem == BENCHES[1]}
+    assert dry_run_jobs(work, config=cfg) == {}
+
+
+def test_chat_template_of_one_benchmark_reruns_only_that_benchmark(small_study, tmp_path):
+    def edit(c):
+        c["evaluation"]["benchmarks"] = [BENCHES[0], {"name": BENCHES[1], "apply_chat_template": True}]
+
+    work = tmp_path / "work"
+    shutil.copytree(small_study, work, symlinks=True)
+    cfg = changed(work, "chat", edit)
+    jobs = dry_run_jobs(work, config=cfg)
+    assert jobs.pop("evaluate") == MODELS - 1
+    assert jobs.pop("merge_evaluate") == 1
+    assert set(jobs) == AGGREGATION
+    before = score_files(work)
+    smk(work, "--cores", "2", config=cfg)
+    after = score_files(work)
+    assert {p for p in before if after[p] != before[p]} == {p for p in before if p.stem == BENCHES[1]}
+    for p in after:  # each score file records its benchmark's prompt options
+        ev = json.loads(p.read_text())["evaluation"]
+        assert ev["apply_chat_template"] is (p.stem == BENCHES[1]) and ev["fewshot_as_multiturn"] is True
     assert dry_run_jobs(work, config=cfg) == {}
 
 

@@ -367,7 +367,7 @@ def test_bad_method_or_parameter(models, tmp_path, method, params, match):
 def test_bad_inputs_and_options(models, tmp_path):
     with pytest.raises(ValueError, match="at least 3 inputs"):
         merge(models["base_dir"], models["dirs"][:1], "model_stock", {}, tmp_path / "m")
-    with pytest.raises(ValueError, match="Unknown mergekit option"):
+    with pytest.raises(ValueError, match="merge.options.nope: not a mergekit option"):
         merge(models["base_dir"], models["dirs"], "ties", {}, tmp_path / "m", options={"nope": 1})
 
 

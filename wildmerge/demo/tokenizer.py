@@ -13,6 +13,10 @@ from pathlib import Path
 from wildmerge.demo.skills import BOS, EOS, PAD, SPECIAL_TOKENS, TOKEN_ID, UNK, VOCAB
 
 MODEL_MAX_LENGTH = 64
+#: The demo's chat template (evaluation.apply_chat_template): each message followed by the
+#: end-of-sequence token. Words of the vocabulary only (role names are not in it); every
+#: message ends in a space, so an answer's first word is split from it as without a template.
+CHAT_TEMPLATE = "{% for message in messages %}{{ message['content'] }} {{ eos_token }} {% endfor %}"
 
 
 def build_tokenizer():
@@ -29,7 +33,7 @@ def build_tokenizer():
     # WordPiece decoder with an impossible prefix = join the words with single spaces
     tok.decoder = decoders.WordPiece(prefix="##\u0000", cleanup=False)
     assert tok.get_vocab_size() == len(VOCAB)
-    return PreTrainedTokenizerFast(
+    fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=BOS,
         eos_token=EOS,
@@ -39,6 +43,8 @@ def build_tokenizer():
         padding_side="right",
         clean_up_tokenization_spaces=False,
     )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
 
 
 def save_tokenizer(out_dir: str | Path):

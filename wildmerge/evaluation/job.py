@@ -26,7 +26,7 @@ from wildmerge.evaluation.settings import EvalSettings
 class Targets:
     """What one evaluation job scores, and where each benchmark's files go."""
 
-    benchmarks: list[dict[str, Any]]  # specs (name, num_fewshot, metric), in order
+    benchmarks: list[dict[str, Any]]  # specs (name, num_fewshot, metric, prompt options), in order
     scores: dict[str, str]  # benchmark -> score file
     items: dict[str, str] = field(default_factory=dict)  # benchmark -> per-item file ({}: none)
     score_keys: dict[str, str] = field(default_factory=dict)  # benchmark -> score key (study files)
@@ -92,17 +92,18 @@ def evaluate_checkpoint(
 
 def merge_evaluate(
     merge: Mapping[str, Any], info_files: Sequence[str], model_dir: str | Path, manifest: str | Path,
-    *, keep: bool, device: str, marker: str | Path, targets: Targets, settings: EvalSettings,
+    *, keep: bool, device: str, options: Mapping[str, Any] | None = None, marker: str | Path,
+    targets: Targets, settings: EvalSettings,
     identity: Mapping[str, Any], datasets: Sequence[Mapping[str, Any]], record: str | Path, log: logging.Logger,
 ) -> None:
     """Rule ``merge_evaluate``: a merged model made (``merge``: spec, checkpoint folders, dtype;
-    merge.device is ``device``) or a kept one reused, scored, the record written; then deleted
-    unless ``keep``, scored or not (a retry merges it again)."""
+    merge.device and merge.options are ``device`` and ``options``) or a kept one reused, scored,
+    the record written; then deleted unless ``keep``, scored or not (a retry merges it again)."""
     from wildmerge.merging.merged_model import merged_model_to_score
 
     try:
         info = merged_model_to_score(merge, info_files, model_dir, manifest, needed=bool(targets.names),
-                                     device=device, marker=marker, log=log)
+                                     device=device, options=options, marker=marker, log=log)
         score_model(model_dir, targets, settings, identity, info, datasets, log)
         write_record(record, targets.scores, targets.items, targets.score_keys)
     finally:

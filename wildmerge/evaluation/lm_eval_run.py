@@ -1,21 +1,23 @@
 """Score one model on a list of lm-eval benchmarks, one JSON file per benchmark.
 
 The model is loaded once (lm-eval's HF backend) and reused for every benchmark;
-benchmarks are grouped by their few-shot setting so each group is a single
-``simple_evaluate`` call.  lm-eval's request cache is never used, so nothing is
-shared between models.
+benchmarks are grouped by their per-call settings (few-shot count and prompt options) so
+each group is a single ``simple_evaluate`` call.  lm-eval's request cache is never used, so
+nothing is shared between models.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from wildmerge.provenance import atomic_write_json, file_sha256, stable_hash, versions
-from wildmerge.evaluation.settings import EvalSettings
+from wildmerge.evaluation.settings import EvalSettings, PromptSettings
 
 log = logging.getLogger(__name__)
 
@@ -105,31 +107,39 @@ def evaluate_model(
         trust_remote_code=settings.trust_remote_code,
     )
     log.info("loaded %s in %.1fs", model_dir, time.time() - t0)
-    groups: dict[Any, list[Mapping[str, Any]]] = {}
+    # one simple_evaluate call per distinct (few-shot count, prompt options)
+    groups: dict[str, tuple[Any, PromptSettings, list[Mapping[str, Any]]]] = {}
     for b in benchmarks:
-        groups.setdefault(b.get("num_fewshot"), []).append(b)
+        prompt = PromptSettings.of(b)
+        key = stable_hash([b.get("num_fewshot"), prompt.recorded()])
+        groups.setdefault(key, (b.get("num_fewshot"), prompt, []))[2].append(b)
     values: dict[str, float] = {}
-    for shots, group in groups.items():
+    for shots, prompt, group in groups.values():
         names = [b["name"] for b in group]
         t1 = time.time()
         plans = _budget_plans(task_manager, names, budget, seed, pools) if budget is not None else {}
-        res = lm_eval.simple_evaluate(
-            model=lm,
-            tasks=names,
-            num_fewshot=shots,
-            task_manager=task_manager,
-            limit=None if plans else limit,
-            samples={t: ids for p in plans.values() for t, ids in p.request.items()} if plans else None,
-            cache_requests=False,
-            use_cache=None,
-            log_samples=bool(items_files) or bool(plans),
-            random_seed=seed,
-            numpy_random_seed=seed,
-            torch_random_seed=seed,
-            fewshot_random_seed=seed,
-            bootstrap_iters=0,
-        )
-        log.info("scored %s (%d-shot) in %.1fs", names, shots or 0, time.time() - t1)
+        recorded = {**settings.recorded(), **prompt.recorded()}
+        with _chat_template(lm, prompt.apply_chat_template, model_dir) as template_sha:
+            if template_sha:
+                recorded["chat_template_sha256"] = template_sha
+            res = lm_eval.simple_evaluate(
+                model=lm,
+                tasks=names,
+                num_fewshot=shots,
+                task_manager=task_manager,
+                limit=None if plans else limit,
+                samples={t: ids for p in plans.values() for t, ids in p.request.items()} if plans else None,
+                cache_requests=False,
+                use_cache=None,
+                log_samples=bool(items_files) or bool(plans),
+                random_seed=seed,
+                numpy_random_seed=seed,
+                torch_random_seed=seed,
+                fewshot_random_seed=seed,
+                bootstrap_iters=0,
+                **prompt.kwargs(),
+            )
+        log.info("scored %s (%d-shot, prompts %s) in %.1fs", names, shots or 0, prompt.recorded(), time.time() - t1)
         for b in group:
             name = b["name"]
             result = res["results"][name]
@@ -149,7 +159,7 @@ def evaluate_model(
                 "task_version": res.get("versions", {}).get(name),
                 "task_hash": _task_hash(cfg),
                 "subtask_hashes": {t: _task_hash(res.get("configs", {}).get(t)) for t in subtasks},
-                "evaluation": settings.recorded(),
+                "evaluation": dict(recorded),
                 "versions": versions(),
                 **dict(provenance or {}),
                 **dict((per_benchmark or {}).get(name, {})),
@@ -166,6 +176,37 @@ def evaluate_model(
             atomic_write_json(Path(out_files[name]), record)
             values[name] = record["value"]
     return values
+
+
+@contextlib.contextmanager
+def _chat_template(lm: Any, apply: bool | str, model_dir: str | Path) -> Iterator[str | None]:
+    """The chat template ``apply_chat_template: apply`` uses, for one simple_evaluate call; yields
+    its sha256 (None without one). lm-eval 0.4.13 renders prompts with the tokenizer's default
+    template whatever name it is given, so a named one is handed to the tokenizer here."""
+    if not apply:
+        yield None
+        return
+    templates = getattr(lm.tokenizer, "chat_template", None)
+    if isinstance(apply, str):
+        if not isinstance(templates, Mapping) or apply not in templates:
+            names = sorted(templates) if isinstance(templates, Mapping) else []
+            raise ValueError(f"apply_chat_template: {apply!r}: the tokenizer of {model_dir} has no chat template of "
+                             f"that name ({'its named templates: ' + ', '.join(names) if names else 'it has no named templates'})")
+        template = templates[apply]
+    elif isinstance(templates, Mapping):
+        template = templates.get("default")
+    else:
+        template = templates
+    if not template:
+        raise ValueError(f"apply_chat_template: {apply!r}: the tokenizer of {model_dir} has no chat template"
+                         + (" named 'default' (name one)" if isinstance(templates, Mapping) else ""))
+    before = lm.chat_template_args
+    if isinstance(apply, str):
+        lm.chat_template_args = {**before, "chat_template": template}
+    try:
+        yield hashlib.sha256(template.encode()).hexdigest()
+    finally:
+        lm.chat_template_args = before
 
 
 def _outcomes(res: Mapping[str, Any], name: str, metric: str, filt: str) -> Any:

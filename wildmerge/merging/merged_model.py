@@ -25,11 +25,13 @@ def make_merged_model(
     *,
     dtype: str,
     device: str,
+    options: Mapping[str, Any] | None = None,
     marker: str | Path,
     log: logging.Logger,
 ) -> dict[str, Any]:
     """Merge ``spec``'s members into the base with mergekit into ``out_dir`` and write its
-    manifest (inputs' pre-flight records, output hash, task-vector L2 norm, versions) to
+    manifest (inputs' pre-flight records, output hash, task-vector L2 norm, versions, and the
+    execution-only ``device`` and mergekit ``options``: merge.device, merge.options) to
     ``manifest_path``, last and atomically. ``checkpoints``: the base's and members' folders
     in the order of ``info_files`` (their pre-flight records). A deterministic failure (non-finite
     merged weights) is recorded in ``marker`` and not retried until an input changes."""
@@ -59,6 +61,7 @@ def make_merged_model(
             out_dir,
             dtype=dtype,
             device=device,
+            options=dict(options or {}),
             tokenizer_source=tokenizer_source,
         )
     except NonFiniteTensorError as err:
@@ -86,6 +89,7 @@ def make_merged_model(
         "merge_seconds": round(t_merge, 3),
         "dtype": dtype,
         "device": device,
+        "options": dict(options or {}),
         "versions": versions(),
     }
     atomic_write_json(Path(manifest_path), manifest)
@@ -123,7 +127,8 @@ def reusable_manifest(
 
 def merged_model_to_score(
     job: Mapping[str, Any], info_files: Sequence[str], out_dir: str | Path, manifest_path: str | Path,
-    *, needed: bool, device: str, marker: str | Path, log: logging.Logger,
+    *, needed: bool, device: str, options: Mapping[str, Any] | None = None, marker: str | Path,
+    log: logging.Logger,
 ) -> dict[str, Any]:
     """The manifest of the merged model a merge_evaluate job scores: a kept one whose manifest
     matches is reused; else the model is merged (``job``: spec, checkpoint folders, dtype), unless
@@ -134,5 +139,5 @@ def merged_model_to_score(
         return manifest
     if needed or not Path(manifest_path).exists():
         return make_merged_model(job["spec"], job["checkpoints"], info_files, out_dir, manifest_path,
-                                 dtype=job["dtype"], device=device, marker=marker, log=log)
+                                 dtype=job["dtype"], device=device, options=options, marker=marker, log=log)
     return read_json(manifest_path)

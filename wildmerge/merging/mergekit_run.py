@@ -17,6 +17,7 @@ peft stack), so they are cheap enough for workflow config validation.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -25,7 +26,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import yaml
 
@@ -41,7 +42,9 @@ __all__ = [
     "available_methods",
     "method_parameters",
     "build_config",
+    "check_merge_options",
     "merge",
+    "merge_options",
 ]
 
 #: Parameters per output shard (mergekit counts elements, not bytes):
@@ -49,6 +52,23 @@ __all__ = [
 DEFAULT_OUT_SHARD_SIZE = 1_000_000_000
 
 _TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "tokenizer.model")
+
+#: MergeOptions fields a config may not set (merge.options), and why: each would make a merge
+#: id's weights depend on something not in the id, or is wildmerge's to set. Every other field
+#: is execution-only (memory, devices, threads, shard layout, logging).
+REFUSED_OPTIONS = {
+    "device": "use merge.device",
+    "cuda": "use merge.device",
+    "gpu_rich": "use merge.device (and low_cpu_memory, read_to_gpu, multi_gpu)",
+    "random_seed": "wildmerge fixes it (0) so that randomized methods (DARE, DELLA) give one model per merge id",
+    "allow_crimes": "pre-flight requires the base's architecture",
+    "unsafe_truncate_embeddings": "it changes the merged embeddings; use merge.tokenizer_source",
+    "lora_merge_cache": "adapter checkpoints are refused (pre-flight)",
+    "lora_merge_dtype": "adapter checkpoints are refused (pre-flight)",
+    "copy_tokenizer": "the merged model is scored with the base's tokenizer",
+    "safe_serialization": "wildmerge reads safetensors only",
+    "trust_remote_code": "set trust_remote_code on the checkpoint",
+}
 
 
 class NonFiniteTensorError(FloatingPointError):
@@ -320,6 +340,75 @@ def build_config(
     return config
 
 
+def merge_options(device: str, options: Mapping[str, Any] | None = None, key: str = "merge.options"):
+    """mergekit's ``MergeOptions`` of a merge: wildmerge's settings, ``device`` (merge.device) and
+    ``options`` over them (merge.options, which :func:`check_merge_options` checked). An unknown
+    option or a value of the wrong type is a ValueError naming ``<key>.<option>``."""
+    import difflib
+
+    from mergekit.options import MergeOptions
+    from pydantic import ValidationError
+
+    options = dict(options or {})
+    fields = sorted(MergeOptions.model_fields)
+    for name in sorted(options):
+        if name not in fields:
+            allowed = [f for f in fields if f not in REFUSED_OPTIONS]
+            close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
+            raise ValueError(f"{key}.{name}: not a mergekit option{f' (did you mean `{close[0]}`?)' if close else ''}; "
+                             f"allowed: {', '.join(allowed)}")
+    settings: dict[str, Any] = {
+        "device": device,
+        "lazy_unpickle": True,
+        "safe_serialization": True,
+        "out_shard_size": DEFAULT_OUT_SHARD_SIZE,
+        "copy_tokenizer": True,
+        "write_model_card": True,
+        "random_seed": 0,  # reproducible DARE-style random sparsification
+        "quiet": True,
+        **options,
+    }
+    try:
+        return MergeOptions(**settings)
+    except ValidationError as err:
+        problems = [f"{key}.{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})" for e in err.errors()]
+        raise ValueError("; ".join(problems)) from None
+
+
+def check_merge_options(options: Mapping[str, Any] | None, device: str, key: str = "merge.options") -> None:
+    """merge.options at DAG build: no refused option (REFUSED_OPTIONS), each a MergeOptions field
+    of the right type (merge_options)."""
+    for name in sorted(options or {}):
+        if name in REFUSED_OPTIONS:
+            raise ValueError(f"{key}.{name}: not allowed: {REFUSED_OPTIONS[name]}")
+    merge_options(device, options, key)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """MergeOptions.num_threads for the merge only (mergekit's run_merge does not apply it;
+    its command line does), then the job's own thread count again."""
+    if not n:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _copy_named_chat_templates(base: str, out: Path) -> None:
+    """The base's named chat templates (``additional_chat_templates/``, evaluation.apply_chat_template:
+    "<name>"), which mergekit's tokenizer copy leaves out."""
+    src = Path(base) / "additional_chat_templates"
+    if src.is_dir() and (out / "tokenizer_config.json").exists() and not (out / src.name).exists():
+        shutil.copytree(src, out / src.name)
+
+
 def _tensor_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("*.safetensors")) + sorted(directory.glob("*.bin"))
 
@@ -496,7 +585,8 @@ def merge(
     ``weight`` get ``weight: 1.0`` per expert unless ``params`` sets one.
     ``dtype`` is mergekit's ``dtype`` (load dtype, compute dtype of the
     built-in methods, output dtype; wildmerge methods compute in float32).
-    ``options`` override ``mergekit.options.MergeOptions`` fields.
+    ``options``: execution-only ``mergekit.options.MergeOptions`` fields (merge.options,
+    checked by :func:`merge_options`).
 
     The merge is written to ``<out_dir>.partial`` and renamed to ``out_dir``
     (replacing an existing one) only after every tensor was checked finite.
@@ -511,28 +601,13 @@ def merge(
 
     from mergekit.config import MergeConfiguration
     from mergekit.merge import run_merge
-    from mergekit.options import MergeOptions
 
-    merge_options: dict[str, Any] = {
-        "device": device,
-        "lazy_unpickle": True,
-        "safe_serialization": True,
-        "out_shard_size": DEFAULT_OUT_SHARD_SIZE,
-        "copy_tokenizer": True,
-        "write_model_card": True,
-        "random_seed": 0,  # reproducible DARE-style random sparsification
-        "quiet": True,
-    }
-    unknown = sorted(set(options or {}) - set(MergeOptions.model_fields))
-    if unknown:
-        raise ValueError(f"Unknown mergekit option(s): {', '.join(unknown)}")
-    merge_options.update(options or {})
-    if merge_options["copy_tokenizer"] and not _has_tokenizer(config["base_model"]):
+    mergekit_options = merge_options(device, options)
+    if mergekit_options.copy_tokenizer and not _has_tokenizer(config["base_model"]):
         LOG.warning("Base model %s has no tokenizer; none is copied", config["base_model"])
-        merge_options["copy_tokenizer"] = False
+        mergekit_options = mergekit_options.model_copy(update={"copy_tokenizer": False})
 
     merge_config = MergeConfiguration.model_validate(config)
-    mergekit_options = MergeOptions(**merge_options)
 
     out_dir = Path(out_dir)
     partial = out_dir.with_name(out_dir.name + ".partial")
@@ -545,7 +620,8 @@ def merge(
     root.addHandler(guard)
     try:
         try:
-            run_merge(merge_config, str(partial), mergekit_options, config_source=config_yaml)
+            with _torch_threads(mergekit_options.num_threads):
+                run_merge(merge_config, str(partial), mergekit_options, config_source=config_yaml)
         finally:
             root.removeHandler(guard)
         if guard.messages:
@@ -556,6 +632,7 @@ def merge(
                 "resized vocabularies; experts whose other tensors differ in shape cannot be merged."
             )
         (partial / "mergekit_config.yml").write_text(config_yaml, encoding="utf-8")
+        _copy_named_chat_templates(config["base_model"], partial)
         if _drop_head_the_base_ties(partial, Path(base)):
             LOG.info("dropped lm_head.weight from the merge: the base ties it to the embeddings")
         n_tensors = _check_finite(partial)
@@ -578,6 +655,7 @@ def merge(
         "parameters": dict(params or {}),
         "dtype": dtype,
         "device": device,
+        "options": dict(options or {}),
         "config": config,
         "n_tensors": n_tensors,
         "seconds": round(time.perf_counter() - started, 3),

@@ -9,8 +9,8 @@
   checkpoints (:func:`check_names`); ``results`` and ``merge.models_dir`` that are files or
   not writable (:func:`check_output_dirs`);
 * against the libraries: every method and its parameters (names, types, ranges) against
-  mergekit's registry, every benchmark (name, tag, metric) against lm-eval's index
-  (:func:`check_study`).
+  mergekit's registry, ``merge.options`` against mergekit's MergeOptions, every benchmark
+  (name, tag, metric) against lm-eval's index (:func:`check_study`).
 
 Those raise :class:`ConfigFileError`, the last :class:`ConfigError`; a message is a few lines
 at most. Snakemake reads ``--configfile`` files itself before the workflow runs, and its loader
@@ -390,7 +390,8 @@ def _say_unfetched_hub_ids(study: Study) -> None:
 
 def check_study(study: Study, config: Mapping[str, Any]) -> None:
     """Checks that need the libraries (not just the config): every method and its parameters
-    against mergekit's registry, every benchmark against lm-eval's task index.
+    against mergekit's registry, merge.options against mergekit's MergeOptions, every benchmark
+    against lm-eval's task index.
 
     Raises ValueError naming the config key; run at DAG build, before any job.
     """
@@ -413,13 +414,15 @@ def check_study(study: Study, config: Mapping[str, Any]) -> None:
             sorted(params_of.items()),
             sorted((n, s.method, stable_hash(s.params)) for n, s in study.methods.items()),
             benchmarks,
+            sorted(study.config["merge"]["options"].items()),
         ],
         include,
     )
     if passed is not None and passed.exists():
         return
-    from wildmerge.merging.mergekit_run import check_method
+    from wildmerge.merging.mergekit_run import check_merge_options, check_method
 
+    check_merge_options(study.config["merge"]["options"], study.config["merge"]["device"])
     for name, spec in study.methods.items():  # also methods no subset uses
         check_method(f"methods.{name}", spec.method, spec.params)
     for (key, method, h), ns in sizes.items():

@@ -28,6 +28,17 @@ from wildmerge.study.subsets import draw_subsets, merge_id
 
 
 SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+#: lm-eval's prompt options: evaluation.<option> (the study's), or a benchmark entry's own
+PROMPT_OPTIONS = ("apply_chat_template", "system_instruction", "fewshot_as_multiturn", "gen_kwargs")
+
+
+@functools.cache
+def prompt_defaults() -> dict[str, Any]:
+    """The prompt options' defaults, read from the schema (the only place defaults live)."""
+    import yaml
+
+    props = yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))["properties"]["evaluation"]["properties"]
+    return {k: props[k]["default"] for k in PROMPT_OPTIONS}
 
 
 def with_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -185,13 +196,36 @@ class Study:
 
     # ---- incremental reruns ----------------------------------------------------------
     def benchmark_spec(self, name: str) -> dict[str, Any]:
-        """One benchmark's settings in canonical form (what a score depends on)."""
+        """One benchmark's settings in canonical form, as its evaluation job gets them: name,
+        num_fewshot, metric and every prompt option (prompt_settings)."""
         return dict(self._benchmark_specs[name])
 
     @functools.cached_property
     def _benchmark_specs(self) -> dict[str, dict[str, Any]]:
-        return {b["name"]: canonical({"name": b["name"], "num_fewshot": b.get("num_fewshot"), "metric": b.get("metric")})
+        return {b["name"]: canonical({"name": b["name"], "num_fewshot": b.get("num_fewshot"), "metric": b.get("metric"),
+                                      **self.prompt_settings(b)})
                 for b in self.benchmarks}
+
+    def prompt_settings(self, bench: Mapping[str, Any]) -> dict[str, Any]:
+        """A benchmark's lm-eval prompt options: those its entry sets, else the study's
+        (``evaluation.<option>``). A homogeneous suite's benchmarks (``{"name": ...}``) get the study's."""
+        ev = self.config["evaluation"]
+        return {k: bench[k] if k in bench else ev[k] for k in PROMPT_OPTIONS}
+
+    @staticmethod
+    def prompt_key(spec: Mapping[str, Any]) -> dict[str, Any]:
+        """The prompt options of ``spec`` that are part of its score key: those set away from
+        their default (a study that sets none keeps its keys), fewshot_as_multiturn only with a
+        chat template (it has no effect without one)."""
+        defaults = prompt_defaults()
+        key = {k: spec[k] for k in PROMPT_OPTIONS if k in spec and spec[k] != defaults[k]}
+        if not spec.get("apply_chat_template"):
+            key.pop("fewshot_as_multiturn", None)
+        return canonical(key)
+
+    def suite_benchmarks(self, base: str, suite: str) -> list[dict[str, Any]]:
+        """A homogeneous group's suite as its evaluation job gets it (names, the study's prompt options)."""
+        return [{"name": n, **self.prompt_settings({})} for n in self.suites[(base, suite)]]
 
     def score_settings(self) -> dict[str, Any]:
         """Evaluation settings that can change a score (execution-only ones -- batch size,
@@ -214,7 +248,9 @@ class Study:
             ident: Any = {"merge": model, "merge_dtype": self.config["merge"]["dtype"]}
         else:
             ident = {"checkpoint": self.checkpoint(base, model).identity}
-        return stable_hash({"model": ident, "benchmark": self.benchmark_spec(bench),
+        spec = self.benchmark_spec(bench)
+        key_spec = {k: spec[k] for k in ("name", "num_fewshot", "metric")} | self.prompt_key(spec)
+        return stable_hash({"model": ident, "benchmark": key_spec,
                             "settings": self.score_settings() if settings is None else dict(settings)}, 16)
 
     def outcome_key(self, base: str, model: str, bench: str) -> str:
