@@ -124,6 +124,15 @@ def eval_settings():
     return {**STUDY.score_settings(), "include_path": include_path()}
 
 
+def suite_tasks():
+    """evaluate_suite's param `tasks`: the definitions of its suite's tasks where the
+    include_path folder defines any benchmark (editing one reruns the suites holding it; the
+    params of other studies' suite evaluations stay as they were)."""
+    if not STUDY.task_definitions:
+        return {}
+    return {"tasks": lambda wc: {b: STUDY.task_definitions.get(b) for b in STUDY.suites[(wc.base, wc.suite)]}}
+
+
 def include_path():
     """Directory of extra lm-eval task YAMLs, or None."""
     path = EVAL_CFG["include_path"]

@@ -17,6 +17,7 @@ rule evaluate_suite:
         model="[^/]+",
     params:
         **eval_settings(),
+        **suite_tasks(),
         spec=eval_params,
         benchmarks=lambda wc: [{"name": b} for b in STUDY.suites[(wc.base, wc.suite)]],
     threads: 1
