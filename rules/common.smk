@@ -40,9 +40,12 @@ try:
     check_sources(STUDY)
     check_names(STUDY, config)
     check_output_dirs(STUDY, local=workflow.local_exec)
-    RERUNS = Reruns(STUDY)  # what is on disk already: pending benchmarks, evaluation records
+    # what is on disk already: pending benchmarks, evaluation records; the main process compares
+    # each local checkpoint's files with its pre-flight record (a cluster job reads the record)
+    RERUNS = Reruns(STUDY, check_content=workflow.is_main_process)
     if workflow.is_main_process:  # not again in every cluster job
         check_study(STUDY, config)
+        RERUNS.check_local_checkpoints()  # stat calls; a changed one is hashed again
 except (ConfigError, ConfigFileError, ValueError) as err:
     raise WorkflowError(f"invalid config: {err}") from None
 
@@ -125,16 +128,46 @@ def eval_settings():
     return {**STUDY.score_settings(), "include_path": include_path()}
 
 
+def suite_tasks():
+    """evaluate_suite's param `tasks`: the definitions of its suite's tasks where the
+    include_path folder defines any benchmark (editing one reruns the suites holding it; the
+    params of other studies' suite evaluations stay as they were)."""
+    if not STUDY.task_definitions:
+        return {}
+    return {"tasks": lambda wc: {b: STUDY.task_definitions.get(b) for b in STUDY.suites[(wc.base, wc.suite)]}}
+
+
 def include_path():
     """Directory of extra lm-eval task YAMLs, or None."""
     path = EVAL_CFG["include_path"]
     return "resources/demo/tasks" if path == "demo" else path
 
 
+def checkpoint_folder(base, model):
+    """A checkpoint's folder as an input. A local one's is `ancient`: its content, not its
+    mtime, says when it changed (compared at DAG build: Reruns.check_local_checkpoints, which
+    sets its pre-flight record aside), so a copy or a `touch` reruns nothing."""
+    ck = STUDY.checkpoint(base, model)
+    return ancient(ck.path) if ck.kind == "local" else ck.path
+
+
 def preflight_inputs(wildcards):
     return {
-        "model": STUDY.model_dir(wildcards.base, wildcards.checkpoint),
-        "base": STUDY.bases[wildcards.base].model.path,
+        "model": checkpoint_folder(wildcards.base, wildcards.checkpoint),
+        "base": checkpoint_folder(wildcards.base, "base"),
+    }
+
+
+def geometry_inputs(wildcards):
+    """The base's and experts' folders, and the pre-flight records of the local ones: the
+    geometry is made again when one of them holds other content (its record is made again)."""
+    b = STUDY.bases[wildcards.base]
+    models = ["base"] + [f"expert-{e}" for e in sorted(b.experts)]
+    local = [m for m in models if STUDY.checkpoint(wildcards.base, m).kind == "local"]
+    return {
+        "base": checkpoint_folder(wildcards.base, "base"),
+        "experts": [checkpoint_folder(wildcards.base, m) for m in models[1:]],
+        "records": [STUDY.preflight_record(wildcards.base, m) for m in local],
     }
 
 
@@ -177,10 +210,11 @@ def merge_params(wildcards):
 
 
 def eval_inputs(wildcards):
-    inputs = {"model": STUDY.model_dir(wildcards.base, wildcards.model)}
     if wildcards.model.startswith("m-"):
+        inputs = {"model": STUDY.model_dir(wildcards.base, wildcards.model)}
         inputs["info"] = STUDY.manifest_file(wildcards.base, wildcards.model)
     else:
+        inputs = {"model": checkpoint_folder(wildcards.base, wildcards.model)}
         inputs["info"] = STUDY.preflight_record(wildcards.base, wildcards.model)
     return {**inputs, **benchmark_inputs()}
 

@@ -4,8 +4,7 @@
 
 rule geometry:
     input:
-        base=lambda wc: STUDY.bases[wc.base].model.path,
-        experts=lambda wc: [c.path for _, c in sorted(STUDY.bases[wc.base].experts.items())],
+        unpack(geometry_inputs),
     output:
         matrix=results("geometry/{base}/cosine.csv"),
         layers=results("geometry/{base}/cosine_layers.csv"),

@@ -17,6 +17,7 @@ rule evaluate_suite:
         model="[^/]+",
     params:
         **eval_settings(),
+        **suite_tasks(),
         spec=eval_params,
         benchmarks=suite_benchmarks,
     threads: 1

@@ -7,6 +7,7 @@ from wildmerge.preflight.finite import NonFiniteWeightsError, nonfinite_tensors
 from wildmerge.preflight.checks import PreflightError, check_checkpoint
 from wildmerge.provenance import atomic_write_json, checkpoint_record
 from wildmerge.smk import setup_logging
+from wildmerge.study.rerun import pending_content_file
 
 
 class TokenizerLoadError(ValueError):
@@ -60,3 +61,4 @@ rec["name"] = ck.name
 rec["preflight"] = report
 log.info("%s: pre-flight %s, sha256 %s", ck.source, report["status"], rec["sha256"])
 atomic_write_json(smk.output[0], rec)
+pending_content_file(smk.output[0]).unlink(missing_ok=True)  # kept by the DAG build until this record

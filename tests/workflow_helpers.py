@@ -46,10 +46,15 @@ def dry_run_jobs(workdir: Path, *args: str, config: Path | list[Path] | None = N
 def dry_run_job_wildcards(workdir: Path, *args: str, config: Path | list[Path] | None = None) -> dict[str, set[str]]:
     """Snakemake's own dry-run job list: rule -> set of the jobs' wildcard strings (without an
     evaluation job's `record`, the name of its own output)."""
-    out = smk(workdir, "-n", *args, config=config).stdout
+    return dry_run_plan(workdir, *args, config=config)[0]
+
+
+def dry_run_plan(workdir: Path, *args: str, config: Path | list[Path] | None = None) -> tuple[dict[str, set[str]], str]:
+    """The dry run's job list (as dry_run_job_wildcards) and what it printed (stdout + stderr)."""
+    proc = smk(workdir, "-n", *args, config=config)
     jobs: dict[str, set[str]] = {}
     rule = None
-    for line in out.splitlines():
+    for line in proc.stdout.splitlines():
         s = line.strip()
         if s.startswith(("rule ", "localrule ")) and s.endswith(":"):
             rule = s.split()[1].rstrip(":")
@@ -59,7 +64,7 @@ def dry_run_job_wildcards(workdir: Path, *args: str, config: Path | list[Path] |
             jobs[rule].add(re.sub(r", record=[0-9a-f]+$", "", s.removeprefix("wildcards:").strip()))
         elif not s:
             rule = None
-    return jobs
+    return jobs, proc.stdout + proc.stderr
 
 
 def write_config(path: Path, cfg: dict) -> Path:

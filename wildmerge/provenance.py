@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -9,10 +10,13 @@ import tempfile
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 TRACKED_PACKAGES = ("mergekit", "lm_eval", "torch", "transformers", "safetensors", "wildmerge")
 WEIGHT_SUFFIXES = (".safetensors",)
+#: Besides the weights, the files of a checkpoint's folder that change what it computes: config
+#: (and a sharded checkpoint's index), custom code, tokenizer and chat template.
+MODEL_FILE_PATTERNS = ("*.json", "*.py", "tokenizer*", "*.model", "*.tiktoken", "vocab.*", "merges.txt", "*.jinja")
 
 
 def stable_hash(obj: Any, length: int = 12) -> str:
@@ -49,9 +53,54 @@ def model_hash(model_dir: str | Path) -> str:
     return h.hexdigest()
 
 
+def _model_file(name: str) -> bool:
+    """Whether a file of a checkpoint's folder is part of what it computes: its weights, config,
+    custom code or tokenizer (not a README, a log or wildmerge's own dot files)."""
+    return not name.startswith(".") and (
+        name.endswith(WEIGHT_SUFFIXES) or any(fnmatch.fnmatchcase(name, pat) for pat in MODEL_FILE_PATTERNS)
+    )
+
+
+def model_files(model_dir: str | Path) -> list[Path]:
+    """The files of a checkpoint's folder that make the model (weights, config, custom code,
+    tokenizer), in name order."""
+    return sorted(p for p in Path(model_dir).iterdir() if _model_file(p.name) and p.is_file())
+
+
+def fingerprint(model_dir: str | Path) -> dict[str, list[int]]:
+    """A cheap stand-in for the content of a checkpoint's folder: size, mtime_ns and inode of
+    each of its :func:`model_files` (stat calls only). Equal fingerprints: the same files, unless
+    rewritten in place within the file system's timestamp resolution; a changed one (a copy, a
+    `touch`, new weights) is hashed again (:func:`checkpoint_content`)."""
+    out = {}
+    for p in model_files(model_dir):
+        st = p.stat()
+        out[p.name] = [st.st_size, st.st_mtime_ns, st.st_ino]
+    return out
+
+
+def checkpoint_content(model_dir: str | Path) -> dict[str, Any]:
+    """What a checkpoint's folder holds: ``sha256`` of its weights (:func:`model_hash`) and
+    ``files``, the sha256 of each other model file (config, custom code, tokenizer)."""
+    files = {p.name: file_sha256(p) for p in model_files(model_dir) if not p.name.endswith(WEIGHT_SUFFIXES)}
+    return {"sha256": model_hash(model_dir), "files": files}
+
+
+def same_content(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> bool:
+    """Whether two checkpoint records hold the same content: the weights' sha256, and the other
+    model files' hashes where both record them (records from before they were kept have none)."""
+    if recorded.get("sha256") != now.get("sha256"):
+        return False
+    a, b = recorded.get("files"), now.get("files")
+    return a is None or b is None or a == b
+
+
 def checkpoint_record(model_dir: str | Path, source: str, revision: str | None = None) -> dict[str, Any]:
+    """A checkpoint's record (its pre-flight's output): source, path, hub revision and lock, its
+    content (:func:`checkpoint_content`) and the :func:`fingerprint` of the files hashed, taken
+    before hashing (a file changed meanwhile shows as a changed fingerprint next time)."""
     model_dir = Path(model_dir)
-    rec: dict[str, Any] = {"source": source, "path": str(model_dir)}
+    rec: dict[str, Any] = {"source": source, "path": str(model_dir), "fingerprint": fingerprint(model_dir)}
     rev_file = model_dir / ".wildmerge_revision"
     if rev_file.exists():
         rec["revision"] = rev_file.read_text().strip()
@@ -60,7 +109,7 @@ def checkpoint_record(model_dir: str | Path, source: str, revision: str | None =
     lock_file = model_dir / ".wildmerge_lock.json"  # hub checkpoints: locked commit and file hashes
     if lock_file.exists():
         rec["hub"] = json.loads(lock_file.read_text())
-    rec["sha256"] = model_hash(model_dir)
+    rec.update(checkpoint_content(model_dir))
     return rec
 
 

@@ -8,7 +8,7 @@ from typing import Iterable, Sequence
 import pandas as pd
 
 from wildmerge.provenance import read_json
-from wildmerge.aggregate.scorecheck import read_score_file
+from wildmerge.aggregate.scorecheck import check_task_versions, read_score_file
 
 SCORE_COLUMNS = [
     "base", "model_id", "role", "method", "n", "subset_id", "members",
@@ -40,10 +40,12 @@ def score_files(dirs: Iterable[str | Path], benchmarks: Sequence[str]) -> list[P
 
 
 def collect_scores(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """One tidy row per score file; each file is validated first (ScoreFileError names it)."""
-    rows = []
+    """One tidy row per score file; each file is validated first (ScoreFileError names it), and
+    each benchmark's files must come from one version of its task (check_task_versions)."""
+    rows, records = [], []
     for p in paths:
         r = read_score_file(p)
+        records.append((p, r))
         rows.append(
             {
                 "base": r["base"],
@@ -60,6 +62,7 @@ def collect_scores(paths: Iterable[str | Path]) -> pd.DataFrame:
                 "model_sha256": r.get("model_sha256", ""),
             }
         )
+    check_task_versions(records)  # one benchmark, one version of its task, in every table
     df = pd.DataFrame(rows, columns=SCORE_COLUMNS)
     return df.sort_values(["base", "n", "method", "model_id", "benchmark"]).reset_index(drop=True)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from wildmerge.aggregate.scorecheck import check_task_versions
 from wildmerge.provenance import read_json
 
 if TYPE_CHECKING:  # pandas is imported by the job only, not at DAG build
@@ -26,12 +27,16 @@ def suite_accuracies(evals: Sequence[Mapping[str, Any]], folders: Sequence[str |
     (``folders[i]`` holds the per-benchmark JSONs of ``evals[i]``)."""
     import pandas as pd
 
-    rows = []
+    rows, records = [], []
     for e, folder in zip(evals, map(Path, folders), strict=True):
-        values = [read_json(f)["value"] for f in sorted(folder.glob("*.json"))]
-        if not values:
+        scores = [(f, read_json(f)) for f in sorted(folder.glob("*.json"))]
+        if not scores:
             raise FileNotFoundError(f"{folder}: no score files")
+        records += scores
+        values = [r["value"] for _, r in scores]
         rows.append({**e, "accuracy": 100.0 * sum(values) / len(values), "n_benchmarks": len(values)})
+    # one version of each task in the table (a suite's folder is its evaluation's output: redone whole)
+    check_task_versions(records, redo=lambda files: f"rm -r {' '.join(sorted({str(f.parent) for f in files}))} && snakemake")
     return pd.DataFrame(rows)
 
 

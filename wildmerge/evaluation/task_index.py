@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from wildmerge.evaluation.lm_eval_run import METRIC_FALLBACK
-from wildmerge.provenance import cache_dir
+from wildmerge.provenance import cache_dir, file_sha256, stable_hash
 
 __all__ = ["TaskInfo", "benchmark_problems", "builtin_index", "chosen_metric", "local_index",
-           "study_benchmarks"]
+           "study_benchmarks", "task_definitions"]
 
 #: Kinds of lm-eval index entries (lm_eval.tasks._index.Kind, lower case).
 TASK, PYTHON_TASK, GROUP, TAG = "task", "python_task", "group", "tag"
@@ -210,6 +210,129 @@ def local_index(include: str | None) -> dict[str, TaskInfo]:
     from lm_eval.tasks import TaskManager
 
     return _from_task_manager(TaskManager(include_path=str(include), include_defaults=False))
+
+
+# --------------------------------------------------------------------------- definitions
+
+#: Folders lm-eval's task index skips (lm_eval.tasks._index).
+_IGNORE_DIRS = {"__pycache__", ".ipynb_checkpoints"}
+_FUNCTION = "!function "
+
+
+def _load_task_yaml(path: Path, root: Path, seen: frozenset[Path] = frozenset()) -> dict[str, Any]:
+    """One task YAML as lm-eval reads it (its ``include:`` files merged under it, local keys
+    winning), each ``!function mod.f`` kept as text: ``!function <its folder, relative to
+    root>:mod.f`` (lm-eval imports ``mod.py`` from the YAML's folder)."""
+    import yaml
+
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    rel_dir = Path(os.path.relpath(path.parent, root)).as_posix()
+
+    class Loader(base):  # type: ignore[valid-type,misc]
+        pass
+
+    def function(loader: Any, node: Any) -> str:
+        return f"{_FUNCTION}{rel_dir}:{loader.construct_scalar(node)}"
+
+    Loader.add_constructor("!function", function)
+    with open(path, "rb") as f:
+        cfg = yaml.load(f, Loader=Loader)  # noqa: S506 (a SafeLoader with one more tag)
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path}: not a mapping")
+    includes = cfg.pop("include", None)
+    if includes is None:
+        return cfg
+    merged: dict[str, Any] = {}
+    for inc in includes if isinstance(includes, list) else [includes]:
+        inc_path = (path.parent / str(inc)).resolve()
+        if inc_path in seen:
+            raise ValueError(f"{path}: include {inc} is a cycle")
+        inc_cfg = _load_task_yaml(inc_path, root, seen | {path})
+        inc_cfg.pop("task_list", None)
+        merged.update(inc_cfg)
+    merged.update(cfg)
+    return merged
+
+
+def _files_read(cfg: Any, root: Path) -> tuple[list[Path], list[str]]:
+    """The Python files a config's ``!function``s name, and the data files it reads
+    (``dataset_kwargs.data_files``, a ``dataset_path`` that exists here; relative to the
+    working directory, as lm-eval reads them)."""
+    code: list[Path] = []
+    data: list[str] = []
+
+    def walk(x: Any) -> None:
+        if isinstance(x, dict):
+            files = (x.get("dataset_kwargs") or {}).get("data_files") if isinstance(x.get("dataset_kwargs"), dict) else None
+            for v in files.values() if isinstance(files, dict) else [files]:
+                data.extend(str(f) for f in ([v] if isinstance(v, str) else v or []) if isinstance(f, str))
+            if isinstance(x.get("dataset_path"), str) and os.path.exists(x["dataset_path"]):
+                data.append(x["dataset_path"])
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+        elif isinstance(x, str) and x.startswith(_FUNCTION):
+            folder, _, spec = x[len(_FUNCTION):].partition(":")
+            module = spec.rpartition(".")[0].replace(".", "/")
+            code.append(Path(os.path.normpath(root / folder / f"{module}.py")))
+
+    walk(cfg)
+    return code, data
+
+
+def task_definitions(include: str | Path) -> dict[str, str]:
+    """Name -> hash of the definition of each task and group in an ``evaluation.include_path``
+    folder: its YAML as lm-eval reads it (includes merged; comments and formatting do not count),
+    the Python files its ``!function``s name, the local data files it reads, and a group's
+    members' definitions. Read at DAG build (YAML parsing and the data files' sha256), for the
+    score keys: editing a task reruns the benchmarks that use it, and only those."""
+    root = Path(include).resolve()
+    configs: dict[str, dict[str, Any]] = {}
+    for path in sorted(root.glob("**/*.yaml"), key=lambda p: p.as_posix()):
+        if any(part in _IGNORE_DIRS for part in path.relative_to(root).parts):
+            continue
+        try:
+            cfg = _load_task_yaml(path, root)
+        except Exception:  # noqa: BLE001 (lm-eval skips a YAML it cannot read, too)
+            continue
+        name = cfg.get("group") if "group" in cfg and "class" not in cfg else cfg.get("task")
+        if isinstance(name, str):
+            configs.setdefault(name, cfg)  # lm-eval keeps the first of a name
+    sha: dict[str, str | None] = {}
+
+    def digest(p: str | Path) -> str | None:
+        key = str(p)
+        if key not in sha:
+            path = Path(p)
+            if path.is_file():
+                sha[key] = file_sha256(path)
+            elif path.is_dir():
+                sha[key] = stable_hash({f.relative_to(path).as_posix(): file_sha256(f)
+                                        for f in sorted(path.rglob("*")) if f.is_file()}, 64)
+            else:
+                sha[key] = None
+        return sha[key]
+
+    out: dict[str, str] = {}
+
+    def definition(name: str, stack: tuple[str, ...] = ()) -> str:
+        if name not in out:
+            cfg = configs[name]
+            code, data = _files_read(cfg, root)
+            members = [m for m in _members(cfg.get("task")) if "group" in cfg and m in configs and m not in stack]
+            out[name] = stable_hash({
+                "config": cfg,
+                "code": {Path(os.path.relpath(p, root)).as_posix(): digest(p) for p in code},
+                "data": {d: digest(d) for d in data},
+                "members": {m: definition(m, (*stack, name)) for m in members},
+            }, 16)
+        return out[name]
+
+    for name in configs:
+        definition(name)
+    return out
 
 
 # --------------------------------------------------------------------------- checks

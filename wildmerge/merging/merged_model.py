@@ -102,6 +102,26 @@ def _inputs_record(spec: Mapping[str, Any], info: Sequence[Any]) -> dict[str, An
     return {"base": info[0], "experts": dict(zip(spec["members"], info[1:]))}
 
 
+def _same_inputs(recorded: Any, current: Mapping[str, Any]) -> bool:
+    """Whether a manifest's ``inputs`` are these pre-flight records: equal but for the files'
+    fingerprints (re-recorded after a copy or `touch` of the same content) and for the other
+    model files' hashes where only one of them has them (records from before they were kept)."""
+
+    def comparable(a: Any, b: Any) -> tuple[Any, Any]:
+        if not (isinstance(a, Mapping) and isinstance(b, Mapping)):
+            return a, b
+        drop = {"fingerprint"} | ({"files"} if "files" not in a or "files" not in b else set())
+        return ({k: v for k, v in a.items() if k not in drop}, {k: v for k, v in b.items() if k not in drop})
+
+    if not isinstance(recorded, Mapping) or set(recorded) != set(current):
+        return False
+    experts, now = recorded.get("experts"), current["experts"]
+    if not isinstance(experts, Mapping) or set(experts) != set(now):
+        return False
+    pairs = [(recorded["base"], current["base"])] + [(experts[e], now[e]) for e in now]
+    return all(a == b for a, b in (comparable(x, y) for x, y in pairs))
+
+
 def reusable_manifest(
     manifest_path: str | Path, out_dir: str | Path, spec: Mapping[str, Any], info_files: Sequence[str], dtype: str
 ) -> dict[str, Any] | None:
@@ -119,7 +139,7 @@ def reusable_manifest(
     same = (
         all(manifest.get(k) == v for k, v in spec.items())
         and manifest.get("dtype") == dtype
-        and manifest.get("inputs") == _inputs_record(spec, info)
+        and _same_inputs(manifest.get("inputs"), _inputs_record(spec, info))
         and (manifest.get("output") or {}).get("path") == str(out_dir)
     )
     return manifest if same else None
