@@ -481,7 +481,7 @@ def test_collect_scores_names_a_spoiled_score_file_and_its_redo_command(tmp_path
     files = [scores / m / "x.json" for m in ("base", "expert-a")]
     assert len(collect_scores(files)) == 2
     spoil(files[1])
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(ValueError, match="redo it with") as err:
         collect_scores(files)
     assert str(err.value).startswith(f"{files[1]}: {why}")
     assert f"redo it with `rm {files[1]} && snakemake`" in str(err.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -228,37 +229,78 @@ def test_tampered_cache_file_is_rejected(hub, tmp_path: Path) -> None:
     assert r.returncode == 2 and "sha256 differs from the lock" in r.stderr
 
 
+def expert_files(base: Path, seed: int) -> dict[str, bytes]:
+    """A checkpoint "fine-tuned" from the demo base in ``base``: its files, the weights perturbed."""
+    from safetensors.numpy import load_file
+
+    rng = np.random.default_rng(seed)
+    tensors = {k: (v + 0.01 * rng.standard_normal(v.shape)).astype(v.dtype) for k, v in load_file(base / "model.safetensors").items()}
+    files = {p.name: p.read_bytes() for p in base.iterdir() if p.is_file() and p.name != "model.safetensors"}
+    return {**files, "model.safetensors": save(tensors, metadata={"format": "pt"})}
+
+
 @pytest.mark.slow  # runs the workflow
 def test_workflow_fetch_lock_and_update_reruns_only_the_changed_checkpoint(hub, tmp_path: Path) -> None:
-    from workflow_helpers import REPO, SNAKEMAKE, write_config
+    """A study of two hub checkpoints (perturbed copies of the demo base) run end to end: the lock
+    holds when upstream moves; a pinned `revision`, or `update` moving one checkpoint's commit,
+    reruns that checkpoint's fetch, pre-flight and evaluation and the merge that uses it, the
+    expert geometry and the aggregation -- never the other checkpoint's or the base's jobs."""
+    from workflow_helpers import REPO, SNAKEMAKE, parse_job_stats, parse_job_wildcards, write_config
 
     state, env = hub
-    a, b = Repo(), Repo()
-    a.push(model_files(1))
-    b.push(model_files(2))
-    state.repos.update({"org/a": a, "org/b": b})
-    cfg = write_config(tmp_path / "hub.yaml", {"bases": {"tiny-llama": {"model": "demo:base", "experts": {"a": "org/a", "b": "org/b"}}}})
-    targets = ["resources/hub/org--a", "resources/hub/org--b"]
+    cfg = {
+        "study": "hub", "results": "results/hub", "demo": {"seed": 0, "n_eval": 20},
+        "bases": {"tiny-llama": {"model": "demo:base", "experts": {"a": "org/a", "b": "org/b"}}},
+        "subsets": {"sizes": [2], "per_size": 1, "seed": 0},
+        "methods": {"ta": {"method": "task_arithmetic", "params": {"lambda": 1.0}}},
+        "merge": {"dtype": "float32", "device": "cpu"},
+        "evaluation": {"include_path": "demo", "benchmarks": ["demo_arith"], "batch_size": 16, "device": "cpu"},
+        "tables": {"table1": ["ta"]},
+    }
+    config = write_config(tmp_path / "hub.yaml", cfg)
 
-    def snakemake(*args: str) -> subprocess.CompletedProcess[str]:
+    def snakemake(*args: str, config: Path = config) -> subprocess.CompletedProcess[str]:
         cmd = SNAKEMAKE + ["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile",
-                           str(REPO / "config.yaml"), str(cfg), "-c1", *args]
-        r = subprocess.run(cmd, env={**env, "NO_PROXY": "127.0.0.1"}, capture_output=True, text=True, timeout=300)
+                           str(config), "-c2", *args]
+        r = subprocess.run(cmd, env={**env, "NO_PROXY": "127.0.0.1"}, capture_output=True, text=True, timeout=900)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
         return r
 
-    snakemake(*targets)
-    lock = tmp_path / "results/demo/hub.lock"
+    snakemake("resources/demo/base")
+    a, b = Repo(), Repo()
+    first = a.push(expert_files(tmp_path / "resources/demo/base", 1))
+    b.push(expert_files(tmp_path / "resources/demo/base", 2))
+    state.repos.update({"org/a": a, "org/b": b})
+    snakemake()  # the whole study
+    lock = tmp_path / "results/hub/hub.lock"
     assert len(lock.read_text().splitlines()) == 2
-    a.push(model_files(3))  # upstream change: the lock holds, nothing to do
-    quiet = snakemake("-n", *targets)
-    assert "Nothing to be done" in quiet.stdout + quiet.stderr
+    (merge,) = [p.name for p in (tmp_path / "results/hub/scores/tiny-llama").glob("m-*")]
+    a.push({**a.commits[first], "README.md": b"a new commit\n"})  # upstream moves: the lock holds, nothing to do
+    assert parse_job_stats(snakemake("-n").stdout) == {}
+
+    def rerun_of_a(jobs: dict[str, set[str]], hubdir: str) -> str:
+        assert jobs.pop("fetch_hub_model") == {f"hubdir={hubdir}"}
+        assert jobs.pop("preflight") == {"base=tiny-llama, checkpoint=expert-a"}
+        assert jobs.pop("evaluate") == {"base=tiny-llama, model=expert-a"}  # not the base's, not b's
+        (merged,) = jobs.pop("merge_evaluate")  # the merge of a and b
+        assert merged.startswith("base=tiny-llama, model=m-")
+        assert jobs.pop("geometry") == {"base=tiny-llama"}
+        assert set(jobs) == {"collect", "tables", "item_tables", "figures", "all"}
+        return merged
+
+    # a pinned revision is another checkpoint: fetched, checked and scored, with another merge id
+    pinned = copy.deepcopy(cfg)
+    pinned["bases"]["tiny-llama"]["experts"]["a"] = {"source": "org/a", "revision": first}
+    other = rerun_of_a(parse_job_wildcards(snakemake("-n", config=write_config(tmp_path / "pinned.yaml", pinned)).stdout),
+                       f"org--a@{first}")
+    assert other != f"base=tiny-llama, model={merge}"
+
     up = subprocess.run([sys.executable, "-m", "wildmerge.hub", "update", "--lock", str(lock), "--hub-root",
                          str(tmp_path / "resources/hub")], env=env, capture_output=True, text=True, timeout=120)
     assert up.returncode == 0 and "1 lock entr(y/ies) moved forward" in up.stdout, up.stderr
-    dry = snakemake("-n", *targets)
-    jobs = {line.strip() for line in dry.stdout.splitlines() if line.strip().startswith("wildcards:")}
-    assert jobs == {"wildcards: hubdir=org--a"}  # only the checkpoint whose commit moved
+    # the checkpoint whose commit moved: fetched again, then what used it (its score files name the old commit)
+    moved = rerun_of_a(parse_job_wildcards(snakemake("-n").stdout), "org--a")
+    assert moved == f"base=tiny-llama, model={merge}"  # the same merge, scored again
     logs = "".join(p.read_text() for p in (tmp_path / "logs/fetch").glob("*.log"))
     assert TOKEN not in logs
 

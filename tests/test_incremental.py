@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workflow_helpers import dry_run_job_wildcards, dry_run_jobs, smk, write_config
+from workflow_helpers import dry_run_job_wildcards, dry_run_jobs, pending_benchmarks, smk, write_config
 
 BENCHES = ["demo_arith", "demo_compare"]
 AGGREGATION = {"collect", "tables", "item_tables", "figures", "all"}
@@ -89,12 +89,45 @@ def test_removing_a_benchmark_reruns_only_the_aggregation(small_study):
     assert set(dry_run_jobs(small_study, config=cfg)) == AGGREGATION
 
 
-def test_score_settings_rerun_every_evaluation(small_study):
-    cfg = changed(small_study, "seed", lambda c: c["evaluation"].update(seed=7))
+@pytest.mark.parametrize(
+    "name,edit",
+    [
+        ("seed", lambda c: c["evaluation"].update(seed=7)),
+        ("dtype", lambda c: c["evaluation"].update(dtype="bfloat16")),
+        ("limit", lambda c: c["evaluation"].update(limit=10)),
+    ],
+)
+def test_score_settings_rerun_every_evaluation(small_study, name, edit):
+    cfg = changed(small_study, name, edit)
     jobs = dry_run_jobs(small_study, config=cfg)
     assert jobs.pop("evaluate") == MODELS - 1
     assert jobs.pop("merge_evaluate") == 1  # the temporary merged model is made again to be scored
     assert set(jobs) == AGGREGATION
+    pending = pending_benchmarks(small_study, cfg)  # what each job scores: every benchmark
+    assert len(pending) == MODELS and set(pending.values()) == {tuple(sorted(BENCHES))}
+
+
+def test_another_include_path_reruns_every_evaluation(small_study, tmp_path):
+    tasks = tmp_path / "tasks"  # the same task YAMLs, in a folder of one's own
+    shutil.copytree(small_study / "resources/demo/tasks", tasks)
+    cfg = changed(small_study, "include_path", lambda c: c["evaluation"].update(include_path=str(tasks)))
+    jobs = dry_run_jobs(small_study, config=cfg)
+    assert jobs.pop("evaluate") == MODELS - 1 and jobs.pop("merge_evaluate") == 1
+    # not the generated demo tasks: each benchmark's data record (local tasks: no hub data), their index
+    assert jobs.pop("fetch_benchmark_data") == len(BENCHES) and jobs.pop("benchmark_data_index") == 1
+    assert set(jobs) == AGGREGATION
+    pending = pending_benchmarks(small_study, cfg)
+    assert len(pending) == MODELS and set(pending.values()) == {tuple(sorted(BENCHES))}
+
+
+def test_a_benchmarks_metric_reruns_that_benchmark_on_every_model(small_study):
+    cfg = changed(small_study, "metric", lambda c: c["evaluation"].update(
+        benchmarks=[BENCHES[0], {"name": BENCHES[1], "metric": "acc_norm"}]))
+    jobs = dry_run_jobs(small_study, config=cfg)
+    assert jobs.pop("evaluate") == MODELS - 1 and jobs.pop("merge_evaluate") == 1
+    assert set(jobs) == AGGREGATION
+    pending = pending_benchmarks(small_study, cfg)  # each job scores that benchmark only
+    assert len(pending) == MODELS and set(pending.values()) == {(BENCHES[1],)}
 
 
 def test_few_shot_of_one_benchmark_reruns_only_that_benchmark(small_study, tmp_path):
@@ -142,6 +175,92 @@ def test_method_parameter_reruns_that_merge_only(small_study):
     jobs = dry_run_job_wildcards(small_study, config=cfg)
     (merge,) = jobs.pop("merge_evaluate")  # merged and scored in one job
     assert "evaluate" not in jobs and "merge" not in jobs
+    assert set(jobs) == AGGREGATION
+
+
+def merge_ids(cfg: dict) -> set[str]:
+    """The study's merged models (Study: content-hash ids)."""
+    from wildmerge.study.plan import Study
+
+    return {m for b in Study(copy.deepcopy(cfg)).bases.values() for m in b.merges}
+
+
+def merge_jobs(ids: set[str]) -> set[str]:
+    return {f"base=tiny-llama, model={m}" for m in ids}
+
+
+def test_merge_dtype_reruns_the_merged_models_jobs_only(small_study):
+    cfg = changed(small_study, "merge_dtype", lambda c: c["merge"].update(dtype="bfloat16"))
+    jobs = dry_run_job_wildcards(small_study, config=cfg)
+    assert jobs.pop("merge_evaluate") == merge_jobs(merge_ids(SMALL))  # the same merge, scored again
+    assert set(jobs) == AGGREGATION  # no checkpoint evaluated again
+    (merge,) = merge_ids(SMALL)
+    assert pending_benchmarks(small_study, cfg) == {("tiny-llama", merge): tuple(sorted(BENCHES))}
+
+
+def test_a_checkpoints_source_reruns_its_preflight_evaluation_and_merges(small_study, tmp_path):
+    copied = tmp_path / "compare"  # the same weights, from another source
+    shutil.copytree(small_study / "resources/demo/experts/compare", copied)
+    edit = lambda c: c["bases"]["tiny-llama"]["experts"].update(compare=str(copied))  # noqa: E731
+    cfg = changed(small_study, "source", edit)
+    new = copy.deepcopy(SMALL)
+    edit(new)
+    jobs = dry_run_job_wildcards(small_study, config=cfg)
+    assert jobs.pop("preflight") == {"base=tiny-llama, checkpoint=expert-compare"}
+    assert jobs.pop("evaluate") == {"base=tiny-llama, model=expert-compare"}
+    # its merge is another merge (ids hash the members' sources): merged and scored in one job
+    assert jobs.pop("merge_evaluate") == merge_jobs(merge_ids(new)) != merge_jobs(merge_ids(SMALL))
+    assert jobs.pop("geometry") == {"base=tiny-llama"}  # the experts' task vectors
+    assert set(jobs) == AGGREGATION
+
+
+def test_adding_a_method_plans_only_its_merges(small_study):
+    edit = lambda c: c["methods"].update(ta={"method": "task_arithmetic", "params": {"lambda": 1.0}})  # noqa: E731
+    new = copy.deepcopy(SMALL)
+    edit(new)
+    added = merge_ids(new) - merge_ids(SMALL)
+    assert len(added) == 1 and merge_ids(SMALL) < merge_ids(new)
+    jobs = dry_run_job_wildcards(small_study, config=changed(small_study, "method", edit))
+    assert jobs.pop("merge_evaluate") == merge_jobs(added)
+    assert set(jobs) == AGGREGATION
+
+
+def test_adding_a_checkpoint_then_subsets_plans_only_the_new_merges(small_study, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(small_study, work, symlinks=True)
+    three = copy.deepcopy(SMALL)
+    three["bases"]["tiny-llama"]["experts"]["facts"] = "demo:facts"
+    added = merge_ids(three) - merge_ids(SMALL)
+    assert len(added) == 1  # the one n=2 subset drawn from three experts now holds the new one
+    jobs = dry_run_job_wildcards(work, config=write_config(work / "three.yaml", three))
+    assert jobs.pop("demo_expert") == {"expert=facts"}  # the new checkpoint: trained (demo), checked, scored
+    assert jobs.pop("preflight") == {"base=tiny-llama, checkpoint=expert-facts"}
+    assert jobs.pop("evaluate") == {"base=tiny-llama, model=expert-facts"}
+    assert jobs.pop("merge_evaluate") == merge_jobs(added)
+    assert jobs.pop("geometry") == {"base=tiny-llama"}  # the experts' task vectors and cosines
+    assert set(jobs) == AGGREGATION
+    before = score_files(work)
+    smk(work, "--cores", "2", config=work / "three.yaml")
+    after = score_files(work)
+    assert {p: after[p] for p in before} == before  # nothing scored before is scored again
+    assert dry_run_jobs(work, config=work / "three.yaml") == {}
+
+    more = copy.deepcopy(three)
+    more["subsets"].update(sizes=[2, "all"], per_size=3)  # every pair, and all three
+    added = merge_ids(more) - merge_ids(three) - merge_ids(SMALL)
+    assert len(added) == 2 and merge_ids(three) < merge_ids(more)  # the subsets drawn before stay
+    jobs = dry_run_job_wildcards(work, config=write_config(work / "more.yaml", more))
+    assert jobs.pop("merge_evaluate") == merge_jobs(added)
+    assert set(jobs) == AGGREGATION
+
+
+def test_a_deleted_manifest_reruns_its_merge_alone_then_the_aggregation(small_study, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(small_study, work, symlinks=True)
+    (manifest,) = (work / "results/small/manifests/tiny-llama").glob("m-*.json")
+    manifest.unlink()
+    jobs = dry_run_job_wildcards(work, config=changed(work, "same", lambda c: None))
+    assert jobs.pop("merge") == {f"base=tiny-llama, merge={manifest.stem}"}  # not scored again
     assert set(jobs) == AGGREGATION
 
 
@@ -210,6 +329,13 @@ def test_budget_reruns_evaluations_reusing_kept_outcomes_and_growing_it_scores_o
     recs = [json.loads(p.read_text()) for p in files]
     assert all(r["budget"]["n_items"] == 15 and r["budget"]["scored"] == 0 for r in recs)  # all kept from the full run
     assert dry_run_jobs(work, config=grown) == {}
+    shrunk = changed(work, "shrunk", lambda c: c["evaluation"].update(budget=0.25))
+    jobs = dry_run_jobs(work, config=shrunk)  # shrunk: every evaluation again, ...
+    assert jobs.pop("evaluate") == MODELS - 1 and jobs.pop("merge_evaluate") == 1 and set(jobs) == AGGREGATION
+    smk(work, "--cores", "2", config=shrunk)
+    recs = [json.loads(p.read_text()) for p in files]
+    assert all(r["budget"]["n_items"] == 5 and r["budget"]["scored"] == 0 for r in recs)  # ... scoring no item
+    assert dry_run_jobs(work, config=shrunk) == {}
 
 
 def test_a_kept_merged_model_is_reused_by_its_next_evaluation(small_study, tmp_path):
@@ -238,3 +364,66 @@ def test_a_kept_merged_model_is_reused_by_its_next_evaluation(small_study, tmp_p
                   key=lambda p: p.stat().st_mtime_ns)
     assert "reusing the merged model" in logs[-1].read_text()
     assert (work / f"results/small/scores/tiny-llama/{model.name}/demo_copy.json").exists()
+
+
+def without_timings(obj):
+    """``obj`` without what differs from run to run by nature: its times (``finished``) and
+    durations (``seconds``, ``*_seconds``)."""
+    if isinstance(obj, dict):
+        return {k: without_timings(v) for k, v in obj.items()
+                if not (k in ("finished", "seconds") or k.endswith("_seconds"))}
+    if isinstance(obj, list):
+        return [without_timings(v) for v in obj]
+    return obj
+
+
+def test_warm_worker_and_fresh_processes_give_identical_results(small_study, monkeypatch):
+    """small_study ran its demo-training, evaluation and merge jobs in the warm worker (a local
+    run's default: forked from one process that preloaded torch, transformers, mergekit and
+    lm-eval, warm.PRELOAD); the same study with WILDMERGE_WARM=0 (each job its own process)
+    writes the same score files, but for their timings, the same per-item outcomes and the same
+    scores.csv, norms.csv and tables."""
+    import json
+    from collections import Counter
+
+    import pandas as pd
+
+    from wildmerge import warm
+    from wildmerge.evaluation.items import read_items, read_items_meta
+
+    server = (small_study / ".snakemake/log/wildmerge-warm.log").read_text()
+    preloaded = [line.removeprefix("wildmerge.warm: preloaded ").rsplit(" in ", 1)[0].split()
+                 for line in server.splitlines() if line.startswith("wildmerge.warm: preloaded ")]
+    assert preloaded == [list(stage) for stage in warm.PRELOAD], server[-3000:]  # every stage, none failed
+    ran = [json.loads(line) for line in (small_study / ".snakemake/log/wildmerge-warm-jobs.jsonl").read_text().splitlines()]
+    assert all(r["exit"] == 0 for r in ran)
+    assert Counter(r["rule"] for r in ran) == {"demo_base": 1, "demo_expert": 2, "evaluate": MODELS - 1, "merge_evaluate": 1}
+
+    # a path as long as small_study's: the merged model's card and mergekit config name their
+    # inputs' absolute paths, so its size in the manifest (output.bytes) follows the path's length
+    cold = small_study.with_name("cold".ljust(len(small_study.name), "_"))
+    cold.mkdir()
+    monkeypatch.setenv("WILDMERGE_WARM", "0")
+    smk(cold, "--cores", "2", config=write_config(cold / "small.yaml", SMALL))
+    assert not (cold / ".snakemake/log/wildmerge-warm-jobs.jsonl").exists()  # no warm worker: no job ran in one
+
+    def files(work: Path, pattern: str) -> list[Path]:
+        return sorted(p.relative_to(work) for p in (work / "results/small").glob(pattern))
+
+    scores = files(small_study, "scores/*/*/*.json")
+    assert scores == files(cold, "scores/*/*/*.json") and len(scores) == MODELS * len(BENCHES)
+    for rel in scores:
+        warm_rec, cold_rec = (json.loads((work / rel).read_text()) for work in (small_study, cold))
+        for rec in (warm_rec, cold_rec):  # the items file's hash covers its metadata, which holds the
+            rec["items"].pop("sha256")  # same timings: its outcomes and metadata are compared below
+        assert json.dumps(without_timings(warm_rec), indent=2, sort_keys=True) == json.dumps(
+            without_timings(cold_rec), indent=2, sort_keys=True), rel
+    items = files(small_study, "items/*/*/*.parquet")
+    assert items == files(cold, "items/*/*/*.parquet") and len(items) == MODELS * len(BENCHES)
+    for rel in items:
+        pd.testing.assert_frame_equal(read_items(small_study / rel), read_items(cold / rel), check_exact=True)
+        assert without_timings(read_items_meta(small_study / rel)) == without_timings(read_items_meta(cold / rel)), rel
+    aggregated = files(small_study, "*.csv") + files(small_study, "tables/*.csv")
+    assert aggregated == files(cold, "*.csv") + files(cold, "tables/*.csv") and len(aggregated) > 2
+    for rel in aggregated:
+        assert (small_study / rel).read_bytes() == (cold / rel).read_bytes(), rel

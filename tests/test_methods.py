@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pydantic
 import pytest
 import torch
 import yaml
@@ -39,15 +40,19 @@ import reference_merging as ref  # noqa: E402  (tests/: the independent NumPy re
 OURS = ("tsv_merge", "iso_c", "ta_subspace_boosting", "ties_subspace_boosting")
 
 
-def assert_matches(out, expected, base, what="", rtol=1e-5, update_rtol=1e-3):
-    """Merged weights equal the reference to 1e-5 relative (every element, relative to the
-    tensor's largest magnitude), and the merged *update* to 1e-3 of its own norm: float32
-    arithmetic on weights ~1 leaves ~1e-7 absolute error on updates that can be ~1e-3."""
+def assert_matches(out, expected, base, what="", rtol=ref.RTOL, update_rtol=1e-3):
+    """Merged weights equal the reference to ``rtol`` of the tensor's largest magnitude (every
+    element: |out - ref| <= rtol * (|ref| + max|ref|)), and the merged *update* out - base to
+    ``update_rtol`` of its own norm beyond the float32 rounding of the stored weights (one float32
+    spacing per element, in norm): an update near the weights' float32 resolution -- Model
+    Stock's on norm weights ~1 is ~3e-6 (rms) against a spacing of 1.2e-7 -- is only as exact as
+    the stored weights can be."""
     out = np.asarray(out, dtype=np.float64)
     np.testing.assert_allclose(out, expected, rtol=rtol, atol=rtol * np.abs(expected).max(), err_msg=what)
     d_out, d_ref = out - base, expected - base
-    rel = np.linalg.norm(d_out - d_ref) / max(np.linalg.norm(d_ref), 1e-12)
-    assert rel <= update_rtol, f"{what}: relative error of the update {rel:.2e}"
+    storage = np.linalg.norm(np.spacing(np.abs(expected).astype(np.float32)).astype(np.float64))
+    excess = max(np.linalg.norm(d_out - d_ref) - storage, 0.0) / max(np.linalg.norm(d_ref), 1e-12)
+    assert excess <= update_rtol, f"{what}: relative error of the update beyond float32 rounding {excess:.2e}"
 
 
 # ---------------------------------------------------------------------------
@@ -171,7 +176,7 @@ def test_subspace_boosting_beta_extremes():
     out0 = run_kernel("ta_subspace_boosting", name, base, experts, {"beta": 0.0})
     s0 = np.linalg.svd(out0.numpy().astype(np.float64) - base, compute_uv=False)
     np.testing.assert_allclose(s0, np.full_like(s, s[0]), rtol=1e-4)
-    with pytest.raises(Exception, match="less than or equal to 1"):
+    with pytest.raises(pydantic.ValidationError, match="less than or equal to 1"):
         run_kernel("ta_subspace_boosting", name, base, experts, {"beta": 1.5})
 
 
@@ -189,7 +194,11 @@ def test_low_precision_inputs_compute_in_fp32_and_keep_dtype():
     assert out.dtype == torch.bfloat16
     b16 = [torch.from_numpy(a).to(torch.bfloat16).float().numpy() for a in [base, *experts]]
     expected = torch.from_numpy(ref.iso_c(name, b16[0], b16[1:])).to(torch.bfloat16)
-    assert torch.equal(out, expected) or torch.allclose(out.float(), expected.float(), atol=1e-2)
+    # the float32 result rounded to bf16 as the float64 reference is (equal here, measured); an
+    # element whose two results straddle a bf16 rounding boundary may differ by one bf16 spacing
+    exp = expected.float()
+    spacing = torch.pow(2.0, torch.floor(torch.log2(exp.abs())) - 7)  # bf16: 8 significant bits
+    assert bool(((out.float() - exp).abs() <= spacing).all()), (out.float() - exp).abs().max()
 
 
 def test_registration_is_idempotent_and_specs():
@@ -284,9 +293,10 @@ def test_end_to_end_merge_matches_reference(models, tmp_path, method, params, re
     for name, base in models["base"].items():
         experts = [e[name] for e in models["experts"]]
         assert merged[name].dtype == np.float32
-        # whole-model float32 merges (Llama init: weights ~0.02, updates ~0.01, norms 1
-        # with tiny Model Stock updates): looser than the kernel tests' 1e-5
-        assert_matches(merged[name], reference(name, base, experts), base, name, rtol=1e-4, update_rtol=5e-2)
+        # the kernel tests' bounds (measured: <= 6e-7 of the largest weight, updates <= 3e-6 beyond
+        # float32 rounding), but TSV-M's weights (1.8e-5): ref.TSV_RTOL says why
+        rtol = ref.TSV_RTOL if method == "tsv_merge" else ref.RTOL
+        assert_matches(merged[name], reference(name, base, experts), base, name, rtol=rtol)
 
     cfg = yaml.safe_load((out_dir / "mergekit_config.yml").read_text())
     assert cfg == info["config"]

@@ -141,9 +141,9 @@ def test_header_guard_is_active(base):
     with checkpoint_files.safe_open(str(base / "model.safetensors"), framework="pt") as f:
         name = next(iter(f.keys()))
         assert f.get_slice(name).get_shape()
-        with pytest.raises(AssertionError):
+        with pytest.raises(AssertionError, match="preflight loaded tensor"):
             f.get_tensor(name)
-        with pytest.raises(AssertionError):
+        with pytest.raises(AssertionError, match="through a slice"):
             f.get_slice(name)[:1]
 
 
@@ -279,7 +279,7 @@ def test_permuted_tokenizer_same_size_refused(base, clone):
     expert = clone("perm")
     toks = base_tokens()
     save_tokenizer(expert, [toks[0]] + toks[1:][::-1])
-    with pytest.raises(PreflightError) as err:
+    with pytest.raises(PreflightError, match="tokenizer") as err:
         check_checkpoint(base, expert, name="perm")
     msg = str(err.value)
     assert "'perm'" in msg and "tokenizer" in msg and "other ids" in msg
@@ -313,7 +313,7 @@ def test_pickle_only_refused(base, clone):
     (expert / "model.safetensors").unlink()
     state = transformers.LlamaForCausalLM(transformers.LlamaConfig.from_pretrained(expert)).state_dict()
     torch.save(state, expert / "pytorch_model.bin")  # the real torch.save: only load is guarded
-    with pytest.raises(PreflightError) as err:
+    with pytest.raises(PreflightError, match="pickle") as err:
         check_checkpoint(base, expert, name="pickled")
     msg = str(err.value)
     assert "pickle" in msg and "execute" in msg and "pytorch_model.bin" in msg
@@ -402,7 +402,7 @@ def test_base_auto_map_needs_base_trust(base, clone):
 def test_architecture_mismatch_refused(base, clone):
     expert = clone("mistral")
     edit_config(expert, architectures=["MistralForCausalLM"], model_type="mistral")
-    with pytest.raises(PreflightError) as err:
+    with pytest.raises(PreflightError, match="architectures") as err:
         check_checkpoint(base, expert, name="mistral")
     msg = str(err.value)
     assert "'mistral'" in msg and "architectures" in msg and "model_type" in msg
@@ -416,7 +416,7 @@ def test_architecture_mismatch_refused(base, clone):
 def test_shape_mismatch_refused(tmp_path, base):
     expert = make_ckpt(tmp_path / "wide", intermediate=48)
     for policy in ("error", "union"):
-        with pytest.raises(PreflightError) as err:
+        with pytest.raises(PreflightError, match=r"model\.layers\.0\.mlp\.gate_proj\.weight") as err:
             check_checkpoint(base, expert, name="wide", tokenizer_policy=policy)
         msg = str(err.value)
         assert "'wide'" in msg and "model.layers.0.mlp.gate_proj.weight" in msg

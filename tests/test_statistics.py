@@ -67,7 +67,7 @@ def test_sign_test_hand_values():
     assert sign_test_p(3, 3) == 1.0  # capped at 1
     assert sign_test_p(1, 0) == 1.0
     assert sign_test_p(0, 0) == 1.0  # nothing but ties: no evidence
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="counts must be >= 0"):
         sign_test_p(-1, 2)
 
 

@@ -193,11 +193,14 @@ def _is_open(fd: int) -> bool:
 
 
 def _import_stage(modules: Sequence[str]) -> None:
+    started, done = time.perf_counter(), []
     for name in modules:
         try:
             importlib.import_module(name)
+            done.append(name)
         except Exception as err:  # noqa: BLE001 - a job importing it itself reports the error
             print(f"wildmerge.warm: preloading {name} failed: {err!r}", file=sys.stderr)
+    print(f"wildmerge.warm: preloaded {' '.join(done)} in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
 
 
 def serve(path: str, stages: Sequence[Sequence[str]] = PRELOAD, jobs_log: str | None = None) -> None:
