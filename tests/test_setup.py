@@ -86,3 +86,10 @@ def test_pin_parsing_sees_a_local_label_and_a_mismatch() -> None:
     with pytest.raises(AssertionError, match="not an exact pin"):
         _pin("torch>=2.13", "x")
 
+
+def test_licence_file_matches_pyproject() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "MIT"
+    assert (REPO / "LICENSE").read_text().startswith("MIT License")
+    assert "LICENSE" in project["license-files"]
