@@ -2,6 +2,7 @@
 # make test  : set up .venv, lint, and run the test suite (what CI runs)
 # make test-quick : unit tests only (no workflow runs), for day-to-day work
 # make lint  : ruff, snakefmt --check and snakemake --lint (settings in pyproject.toml)
+# make setup PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu : torch's CPU build (README: Set-up)
 VENV ?= .venv
 PYTHON ?= python3
 CORES ?= 2
