@@ -6,8 +6,10 @@
 # name each time the model is pending); the score and per-item files are written by the job,
 # each atomically, and are not outputs: Snakemake tracks one file per job, not 2 per benchmark.
 
-# the records this run writes; others are plain inputs, made by no job
-RECORD_PATTERN = RERUNS.record_pattern()
+# the records this run writes; others are plain inputs, made by no job. A cluster job takes any
+# record: each task of a SLURM job array first builds the DAG of the array's first job, which may
+# be done by then (its record no longer a pending one)
+RECORD_PATTERN = RECORD if workflow.remote_exec else RERUNS.record_pattern()
 
 
 # the base and the experts

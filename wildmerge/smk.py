@@ -36,11 +36,15 @@ def export_pythonpath(path: str) -> None:
 
 
 def limit_threads(snakemake: Any) -> int:
-    """Let torch use only the job's ``threads`` (parallel jobs must not oversubscribe cores)."""
+    """Let torch use only the job's ``threads`` (parallel jobs must not oversubscribe cores), and
+    log which torch build the job runs and whether it sees a GPU (README: which torch the jobs get)."""
     import torch
 
     n = max(1, int(getattr(snakemake, "threads", 1) or 1))
     torch.set_num_threads(n)
+    logging.getLogger(f"wildmerge.{getattr(snakemake, 'rule', 'job')}").info(
+        "torch %s, CUDA available: %s, %d thread(s)", torch.__version__, torch.cuda.is_available(), n
+    )
     return n
 
 
