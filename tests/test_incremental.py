@@ -366,12 +366,16 @@ def test_a_kept_merged_model_is_reused_by_its_next_evaluation(small_study, tmp_p
     assert (work / f"results/small/scores/tiny-llama/{model.name}/demo_copy.json").exists()
 
 
+#: What differs from run to run by nature: times and durations; a checkpoint's fingerprint (its
+#: files' mtime and inode); the hash of the demo trainer's own log, which holds its training time.
+RUN_SPECIFIC = ("finished", "seconds", "fingerprint", "wildmerge_demo.json")
+
+
 def without_timings(obj):
-    """``obj`` without what differs from run to run by nature: its times (``finished``) and
-    durations (``seconds``, ``*_seconds``)."""
+    """``obj`` without what differs from run to run by nature (RUN_SPECIFIC, ``*_seconds``)."""
     if isinstance(obj, dict):
         return {k: without_timings(v) for k, v in obj.items()
-                if not (k in ("finished", "seconds") or k.endswith("_seconds"))}
+                if not (k in RUN_SPECIFIC or k.endswith("_seconds"))}
     if isinstance(obj, list):
         return [without_timings(v) for v in obj]
     return obj
