@@ -5,20 +5,17 @@ from wildmerge.warm import run_warm
 
 run_warm()  # in a local run: forked from the warm worker (imports done); returns here there
 
-from wildmerge.hub.datasets import use_fetched_data  # noqa: E402
+from wildmerge.evaluation.start import start_job  # noqa: E402
 
 smk = snakemake  # noqa: F821
-datasets = use_fetched_data([str(smk.input.data)] if "data" in smk.input.keys() else [])  # offline from here on
+log, datasets = start_job(smk)  # offline from here on, with the fetched datasets pinned
 
 from wildmerge.evaluation.job import merge_evaluate  # noqa: E402
 from wildmerge.failures import marker_for  # noqa: E402
 from wildmerge.evaluation.settings import EvalSettings  # noqa: E402
-from wildmerge.smk import limit_threads, setup_logging  # noqa: E402
 from wildmerge.study.plan import Study  # noqa: E402
 from wildmerge.study.rerun import Reruns  # noqa: E402
 
-log = setup_logging(smk)
-limit_threads(smk)
 study = Study(smk.config)
 base, model = smk.wildcards.base, smk.wildcards.model
 merge_evaluate(
