@@ -9,7 +9,6 @@ import re
 import shutil
 import subprocess
 import threading
-from pathlib import Path
 
 import pytest
 import yaml

@@ -6,9 +6,10 @@ Measured times come from the Snakemake ``benchmark:`` file of each job (``s``: w
 benchmark file measures only the process that waits for it, wildmerge/warm.py).
 
 The fit: measured ≈ Σ_kinds multiplier_k × planned seconds_k + a start-up per rule, by
-non-negative least squares with a weak pull of each multiplier towards 1 (a kind of work the
-finished jobs cannot tell apart from another keeps its prior); a kind's calibrated efficiency
-is its prior efficiency / its multiplier.
+non-negative least squares with a weak pull of each multiplier towards 1. A kind of work whose
+planned seconds do not vary among the finished jobs of any rule (the demo's n=2 merges all read
+three checkpoints of one size) cannot be told apart from the start-up: it keeps its prior. A
+kind's calibrated efficiency is its prior efficiency / its multiplier.
 """
 
 from __future__ import annotations
@@ -132,8 +133,17 @@ def fit(rows: Iterable[tuple[str, Mapping[str, float], float]], prior_startup: f
     rows = list(rows)
     if not rows:
         return Fit({}, {}, 0)
-    kinds = sorted({k for _, x, _ in rows for k, v in x.items() if v > 0})
     rules = sorted({r for r, _, _ in rows})
+    # a kind whose planned seconds are the same in every finished job of each rule cannot be told
+    # apart from that rule's start-up: it keeps its prior (multiplier 1), the start-up takes the rest
+    kinds, fixed = [], []
+    for k in sorted({k for _, x, _ in rows for k, v in x.items() if v > 0}):
+        varies = False
+        for r in rules:
+            vals = [x.get(k, 0.0) for rr, x, _ in rows if rr == r]
+            varies |= max(vals) > 1.01 * min(vals)
+        (kinds if varies else fixed).append(k)
+    rows = [(r, x, m - sum(x.get(k, 0.0) for k in fixed)) for r, x, m in rows]
     cols = [("k", k) for k in kinds] + [("r", r) for r in rules]
     a = np.zeros((len(rows), len(cols)))
     t = np.array([m for _, _, m in rows], dtype=float)
@@ -146,6 +156,6 @@ def fit(rows: Iterable[tuple[str, Mapping[str, float], float]], prior_startup: f
     from scipy.optimize import nnls
 
     coef, _ = nnls(np.vstack([a, pull_rows]), np.concatenate([t, pull * norms]))
-    mult = {name: float(coef[j]) for j, (what, name) in enumerate(cols) if what == "k"}
+    mult = {name: float(coef[j]) for j, (what, name) in enumerate(cols) if what == "k"} | {k: 1.0 for k in fixed}
     start = {name: float(coef[j]) * prior_startup for j, (what, name) in enumerate(cols) if what == "r"}
     return Fit(mult, start, len(rows))

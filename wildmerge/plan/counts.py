@@ -260,6 +260,12 @@ class PlannedJob:
     method: str = ""  # mergekit method of a merge
     benchmarks: tuple[str, ...] = ()  # benchmarks scored
     members: tuple[str, ...] = ()  # the experts merged (model ids)
+    suite: str = ""  # evaluate_suite: the homogeneous group whose suite is scored
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """(rule, base, model, suite): what names the job's benchmark file (wildmerge.plan.calibrate)."""
+        return (self.rule, self.base, self.model, self.suite)
 
 
 #: the stages a rule belongs to, in pipeline order (the plan's per-stage shares)
@@ -313,7 +319,8 @@ def study_jobs(study: Study) -> list[PlannedJob]:
             jobs.append(PlannedJob("merge", b.name, m.merge_id, m.subset.n, m.mergekit_method, (),
                                    tuple(f"expert-{e}" for e in m.subset.members)))
     for e in study.suite_evals:
-        jobs.append(PlannedJob("evaluate_suite", e.base, e.model_id, 0, "", tuple(study.suites[(e.base, e.suite)])))
+        jobs.append(PlannedJob("evaluate_suite", e.base, e.model_id, 0, "", tuple(study.suites[(e.base, e.suite)]),
+                               suite=e.suite))
     jobs += [PlannedJob(r, "") for r in ("collect", "tables", "figures")]
     if study.per_item:
         jobs.append(PlannedJob("item_tables", ""))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -171,10 +172,8 @@ class Plan:
         work: dict[str, float] = {"startup": 1.0}
         scratch = memory = 0
         if j.rule == "fetch_hub_model":
-            ck = next(c for c in self.study.all_checkpoints() if c.path == j.model)
             key = next(k for k in self.ck_bytes if self.study.checkpoint(k[0], k[1]).path == j.model)
             work["download"] = self.ck_bytes[key]
-            del ck
         elif j.rule == "preflight":
             size = self.ck_bytes[(j.base, j.model)]
             work["read"] = size  # hashed, read tensor by tensor
@@ -224,16 +223,15 @@ class Plan:
 
     def calibrate(self, cpu: bool, warm_log: str | None) -> tuple[dict[str, Any], list[tuple[JobPlan, float]]]:
         """Fit the efficiencies and start-ups to the finished jobs; (calibration, (job, measured))."""
-        by_key = {(jp.job.rule, jp.job.base, jp.job.model): jp for jp in self.plans}
+        by_key = {jp.job.key: jp for jp in self.plans}
         rows, pairs = [], []
         for m in measured_jobs(self.study.results, cpu, warm_log):
-            jp = by_key.get((m.rule, m.base, m.model))
+            jp = by_key.get((m.rule, m.base, m.model, m.record if m.rule == "evaluate_suite" else ""))
             if jp is None or m.rule.startswith("demo_"):
                 continue
             scored = scored_benchmarks(self.study.results, m)
             if scored is not None and jp.job.rule in ("evaluate", "merge_evaluate"):
-                jp = self.plan_job(PlannedJob(jp.job.rule, jp.job.base, jp.job.model, jp.job.n, jp.job.method,
-                                              tuple(scored), jp.job.members))
+                jp = self.plan_job(dataclasses.replace(jp.job, benchmarks=tuple(scored)))
             base_parts = {k: u * self.machine.seconds_per_unit(k) for k, u in jp.work.items() if k != "startup"}
             rows.append((jp.job.rule, base_parts, m.seconds))
             pairs.append((jp, m.seconds))
@@ -303,7 +301,7 @@ class Plan:
                 if not pending:
                     continue
                 if pending != j.benchmarks:
-                    jp = self.plan_job(PlannedJob(j.rule, j.base, j.model, j.n, j.method, pending, j.members))
+                    jp = self.plan_job(dataclasses.replace(j, benchmarks=pending))
             elif j.rule == "preflight" and Path(self.study.preflight_record(j.base, j.model)).is_file():
                 continue
             elif j.rule == "fetch_hub_model" and Path(j.model).is_dir():
@@ -311,6 +309,10 @@ class Plan:
             elif j.rule == "geometry" and Path(self.study.result(f"geometry/{j.base}/cosine.csv")).is_file():
                 continue
             elif j.rule == "merge" and Path(self.study.manifest_file(j.base, j.model)).is_file():
+                continue
+            elif j.rule == "evaluate_suite" and Path(self.study.suite_score_dir(j.base, j.suite, j.model)).is_dir():
+                continue
+            elif j.rule == "fetch_benchmark_data" and Path(f"resources/data/{j.model}.json").is_file():
                 continue
             elif j.rule.startswith("demo_") and Path("resources/demo").joinpath(
                     {"demo_base": "base", "demo_tasks": "tasks"}.get(j.rule, f"experts/{j.model}")).is_dir():

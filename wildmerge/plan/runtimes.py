@@ -9,10 +9,10 @@ once per DAG build (of the main Snakemake process), with the calibration of the 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Mapping
 
-from wildmerge.plan.counts import PlannedJob
 from wildmerge.plan.report import Plan
 from wildmerge.plan.throughput import Machine
 from wildmerge.study.plan import Study
@@ -32,7 +32,8 @@ class PlannedResources:
             if cal["jobs"]:
                 plan.apply_calibration(cal)
             self._plan = plan
-            self._jobs = {(jp.job.rule, jp.job.base, jp.job.model): jp for jp in plan.plans}
+            self._jobs = {(jp.job.rule, jp.job.base, jp.job.model): jp for jp in plan.plans
+                          if jp.job.rule in ("evaluate", "merge_evaluate")}
         return self._plan
 
     def job(self, rule: str, base: str, model: str):
@@ -41,8 +42,7 @@ class PlannedResources:
         if self.reruns is not None:  # the benchmarks this job will score
             pending = tuple(self.reruns.pending_benchmarks(base, model)) or jp.job.benchmarks
             if pending != jp.job.benchmarks:
-                j = jp.job
-                jp = plan.plan_job(PlannedJob(j.rule, j.base, j.model, j.n, j.method, pending, j.members))
+                jp = plan.plan_job(dataclasses.replace(jp.job, benchmarks=pending))
         return jp
 
     def seconds(self, rule: str, base: str, model: str) -> float:
