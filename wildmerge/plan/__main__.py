@@ -60,7 +60,8 @@ def render(plan: Plan, totals: dict[str, Any], title: str, calibration: dict[str
                    f"{100 * r['seconds'] / total_s:.1f} % |")
     out += ["", "## Totals", ""]
     out.append(f"- jobs: {totals['jobs']:,}")
-    out.append(f"- {unit}-hours (merge/evaluation jobs, one {unit} each): **{_h(3600 * totals['gpu_hours'])}**"
+    label = "GPU-hours" if unit == "GPU" else "CPU time"
+    out.append(f"- {label} (merge/evaluation jobs, one {unit} each): **{_h(3600 * totals['gpu_hours'])}**"
                + "".join(f"; {k} {_h(3600 * v)}" for k, v in totals["gpu_split_hours"].items()))
     out.append(f"- other jobs (demo, fetch, pre-flight, geometry, aggregation; no GPU): {_h(3600 * totals['cpu_job_hours'])}")
     out.append("- per base: " + ", ".join(f"{b} {_h(3600 * h)}" for b, h in sorted(totals["per_base_hours"].items())))
@@ -115,6 +116,9 @@ def render(plan: Plan, totals: dict[str, Any], title: str, calibration: dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
+    os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's progress bars while measuring tokens
     p = argparse.ArgumentParser(prog="python -m wildmerge.plan", description=__doc__)
     p.add_argument("--configfile", "--configfiles", nargs="+", default=["config.yaml"])
     p.add_argument("--gpu", default="h100", choices=sorted(MACHINES), help="GPU kind (cpu: a CPU-only machine)")
