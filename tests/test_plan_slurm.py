@@ -85,7 +85,7 @@ def test_planned_runtimes_reach_sbatch(cluster, tmp_path, monkeypatch):
 
     def poll() -> None:
         while not stop.is_set():
-            out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i|%k|%l"], env=cluster,
+            out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i|%.400k|%l"], env=cluster,
                                  capture_output=True, text=True, timeout=30)
             for line in out.stdout.splitlines():
                 job, _, rest = line.partition("|")
@@ -117,7 +117,10 @@ def test_planned_runtimes_reach_sbatch(cluster, tmp_path, monkeypatch):
         got[model] = int(re.search(r" -t '?(\d+)'?", call).group(1))
     assert got == want, f"sbatch -t per model {got}, planned {want}"
     # and SLURM holds each job to it: squeue's time limit of the merged models' jobs
-    shown = {re.search(r"model=(m-[0-9a-f]{12})", c).group(1): _minutes(lim)
-             for c, _, lim in (v.rpartition("|") for v in limits.values()) if "merge_evaluate" in c}
-    assert shown and all(shown[m] == want[m] for m in shown), f"squeue time limits {shown}, planned {want}"
+    shown = {}
+    for comment, _, limit in (v.rpartition("|") for v in limits.values()):
+        merge = re.search(r"m-[0-9a-f]{12}", comment)
+        if "merge_evaluate" in comment and merge:
+            shown[merge.group(0)] = _minutes(limit)
+    assert shown and all(shown[m] == want[m] for m in shown), f"squeue time limits {shown}, planned {want}: {limits}"
     print(f"planned runtimes (min): {want}; squeue: {shown}")
