@@ -318,6 +318,10 @@ class Plan:
                     {"demo_base": "base", "demo_tasks": "tasks"}.get(j.rule, f"experts/{j.model}")).is_dir():
                 continue
             out.append(jp)
+        # the aggregation runs again when anything above it does, or when it never ran
+        upstream = any(STAGE_OF.get(jp.job.rule) != "aggregate" for jp in out)
+        if not upstream and Path(self.study.result("scores.csv")).is_file():
+            out = [jp for jp in out if STAGE_OF.get(jp.job.rule) != "aggregate"]
         return out
 
     # ---- planned resources -----------------------------------------------------------
