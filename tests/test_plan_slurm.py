@@ -15,6 +15,7 @@ import yaml
 
 from workflow_helpers import OFFLINE, REPO, SNAKEMAKE
 
+pytestmark = pytest.mark.slow  # a workflow run on the cluster (not in make test-quick)
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 PLANNED = {"gpu": "cpu", "safety": 1000.0, "floor_min": 1, "mem_safety": 0.2, "mem_floor_mb": 500}
 
