@@ -4,27 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from wildmerge.plan.calibrate import fit, measured_jobs, scored_benchmarks
 from wildmerge.plan.counts import (
-    DTYPE_BYTES,
     GPU_RULES,
     METHOD_PASSES,
     STAGE_OF,
     Layout,
     PlannedJob,
     SizeResolver,
-    job_counts,
     layout,
     study_jobs,
     svd_flops,
     svds,
 )
-from wildmerge.plan.throughput import KINDS, Machine
+from wildmerge.plan.throughput import Machine
 from wildmerge.plan.tokens import (
     BenchStats,
     TokenCache,
@@ -324,13 +321,6 @@ class Plan:
             out = [jp for jp in out if STAGE_OF.get(jp.job.rule) != "aggregate"]
         return out
 
-    # ---- planned resources -----------------------------------------------------------
-    def runtime_minutes(self, jp: JobPlan, safety: float, floor_min: float) -> int:
-        return int(max(math.ceil(floor_min), math.ceil(jp.seconds * safety / 60.0)))
-
-    def mem_mb(self, jp: JobPlan, safety: float) -> int:
-        return int(math.ceil(jp.memory * safety / (1 << 20)))
-
 
 def load_calibration(results: str) -> dict[str, Any] | None:
     try:
@@ -346,19 +336,8 @@ def save_calibration(results: str, cal: Mapping[str, Any]) -> Path:
     return path
 
 
-def counts_table(plan: Plan) -> dict[str, dict[str, int]]:
-    return job_counts(j for j in plan.jobs)
-
-
 def human_bytes(n: float) -> str:
     for unit, div in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= div:
             return f"{n / div:.2f} {unit}"
     return f"{n:.0f} B"
-
-
-def dtype_bytes(dtype: str) -> int:
-    return DTYPE_BYTES.get(dtype, 4)
-
-
-KIND_NAMES = list(KINDS)

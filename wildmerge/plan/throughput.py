@@ -10,7 +10,6 @@ jobs have run.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 #: kinds of work: what units each is counted in, and which peak rate serves it
 KINDS: dict[str, tuple[str, str]] = {
@@ -150,7 +149,3 @@ def parse_overrides(items: list[str] | None) -> dict[str, float]:
         if not sep:
             raise ValueError(f"--set {item}: expected KEY=NUMBER")
     return out
-
-
-def describe(m: Machine) -> dict[str, Any]:
-    return {"kind": m.kind, "constants": [{"key": k, "value": v, "source": s} for k, v, s in m.constants()]}
