@@ -140,9 +140,11 @@ def _rule_of(tsv: Path, work: Path) -> tuple[str, str]:
     parts = tsv.relative_to(work).parts
     i = parts.index("benchmarks")
     rest = parts[i + 1:]
-    if parts[0] == "resources":  # resources/demo/benchmarks/{base,expert_<name>}.tsv
+    if parts[0] == "resources":  # resources/demo/benchmarks/{base,tasks,expert_<name>}.tsv
         stem = tsv.stem
-        return ("demo_base", "base") if stem == "base" else ("demo_expert", stem.removeprefix("expert_"))
+        if stem in ("base", "tasks"):
+            return f"demo_{stem}", stem
+        return "demo_expert", stem.removeprefix("expert_")
     if rest[0] in ("evaluate", "merge_evaluate"):  # results/<study>/benchmarks/<rule>/<base>/<model>/<record>.tsv
         return rest[0], "/".join(rest[1:3])
     return rest[0], "/".join(rest[1:])[: -len(".tsv")]  # results/<study>/benchmarks/<rule>/<base>/<x>.tsv

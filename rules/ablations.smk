@@ -20,6 +20,8 @@ rule ablations:
         ),
     log:
         results("logs/ablations/{ablation}.log"),
+    benchmark:
+        results("benchmarks/ablations/{ablation}.tsv")
     params:
         points=lambda wc: [dataclasses.asdict(p) for p in STUDY.ablations[wc.ablation]],
         grid=lambda wc: list(STUDY.sweeps[wc.ablation].grid),

@@ -16,6 +16,8 @@ rule collect:
         norms=results("norms.csv"),
     log:
         results("logs/collect.log"),
+    benchmark:
+        results("benchmarks/collect.tsv")
     params:
         # read; inputs only where missing: a merge whose model is scored needs no job (or edge)
         manifests=[STUDY.manifest_file(b.name, m) for b in STUDY.bases.values() for m in b.merges],

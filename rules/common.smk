@@ -108,6 +108,26 @@ def rule_resources(rule_name, **defaults):
     return res
 
 
+# resources.planned: runtime and mem_mb per job from the plan (wildmerge.plan.runtimes), calibrated
+# on the jobs finished before this run; a cluster job keeps what it was submitted with
+PLANNED = config["resources"].get("planned")
+if PLANNED is not None and not workflow.remote_exec:
+    from wildmerge.plan.runtimes import PlannedResources  # noqa: E402
+
+    PLANNER = PlannedResources(STUDY, PLANNED, RERUNS)
+
+
+def planned_resources(rule_name, res):
+    """A rule's resources with runtime and mem_mb planned per job (resources.planned), or as they are."""
+    if PLANNED is None or workflow.remote_exec:
+        return res
+    return {
+        **res,
+        "runtime": lambda wildcards, attempt: PLANNER.runtime(rule_name, wildcards.base, wildcards.model, attempt),
+        "mem_mb": lambda wildcards: PLANNER.mem_mb(rule_name, wildcards.base, wildcards.model, PLANNED["mem_floor_mb"]),
+    }
+
+
 def merge_eval_resources():
     """A merged model's job (merge_evaluate: merge, then evaluation) asks for evaluate's
     resources, at least merge's memory and CPUs, and both runtimes; resources.merge_evaluate
@@ -118,7 +138,7 @@ def merge_eval_resources():
         if isinstance(merge.get(key), int) and isinstance(ev.get(key), int):
             res[key] = combine([merge[key], ev[key]])
     res.update(config["resources"].get("merge_evaluate", {}))
-    return res
+    return planned_resources("merge_evaluate", res)
 
 
 def eval_settings():

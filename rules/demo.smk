@@ -41,6 +41,8 @@ rule demo_tasks:
         directory("resources/demo/tasks"),
     log:
         "logs/demo/tasks.log",
+    benchmark:
+        "resources/demo/benchmarks/tasks.tsv"
     params:
         seed=DEMO_CFG["seed"],
         n_eval=DEMO_CFG["n_eval"],

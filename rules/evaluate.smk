@@ -33,7 +33,7 @@ rule evaluate:
     # is scored and deleted before more are written: peak disk near (parallel jobs) x one model
     priority: 10
     resources:
-        **rule_resources("evaluate", gpu=1),
+        **planned_resources("evaluate", rule_resources("evaluate", gpu=1)),
     retries: 1
     conda:
         "../envs/wildmerge.yaml"

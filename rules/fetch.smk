@@ -17,6 +17,8 @@ rule fetch_hub_model:
         directory("resources/hub/{hubdir}"),
     log:
         "logs/fetch/{hubdir}.log",
+    benchmark:
+        results("benchmarks/fetch_hub_model/{hubdir}.tsv")
     params:
         checkpoint=lambda wc: STUDY.hub_checkpoints()[wc.hubdir],
         lock=results("hub.lock"),
@@ -42,6 +44,8 @@ rule fetch_benchmark_data:
         "resources/data/{benchmark}.json",
     log:
         "logs/fetch_data/{benchmark}.log",
+    benchmark:
+        results("benchmarks/fetch_benchmark_data/{benchmark}.tsv")
     params:
         lock=results("hub.lock"),
         include_path=lambda wc: include_path(),
@@ -63,6 +67,8 @@ rule benchmark_data_index:
         DATA_INDEX,
     log:
         DATA_INDEX.replace("resources/data/", "logs/fetch_data/").replace(".json", ".log"),
+    benchmark:
+        results("benchmarks/benchmark_data_index.tsv")
     localrule: True
     conda:
         "../envs/wildmerge.yaml"

@@ -23,6 +23,8 @@ rule figures:
         ),
     log:
         results("logs/figures.log"),
+    benchmark:
+        results("benchmarks/figures.tsv")
     params:
         bases=list(STUDY.bases),
     conda:

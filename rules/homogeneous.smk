@@ -46,6 +46,8 @@ rule homogeneous:
         ),
     log:
         results("logs/homogeneous.log"),
+    benchmark:
+        results("benchmarks/homogeneous.tsv")
     params:
         evals=[dataclasses.asdict(e) for e in STUDY.suite_evals],
     conda:

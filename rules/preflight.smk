@@ -10,6 +10,8 @@ rule preflight:
         STUDY.preflight_record("{base}", "{checkpoint}"),
     log:
         results("logs/preflight/{base}/{checkpoint}.log"),
+    benchmark:
+        results("benchmarks/preflight/{base}/{checkpoint}.tsv")
     params:
         checkpoint=lambda wc: STUDY.checkpoint(wc.base, wc.checkpoint),
         tokenizer_source=MERGE_CFG["tokenizer_source"],

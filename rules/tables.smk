@@ -12,6 +12,8 @@ rule tables:
         ),
     log:
         results("logs/tables.log"),
+    benchmark:
+        results("benchmarks/tables.tsv")
     params:
         groups=TABLE_GROUPS,
     conda:

@@ -15,8 +15,9 @@ PKG = REPO / "wildmerge"
 BASE = {"wildmerge", "wildmerge.provenance", "wildmerge.failures", "wildmerge.geometry", "wildmerge.warm",
         "wildmerge.smk"}
 #: Stages in pipeline order; a stage imports the base, itself and earlier stages only. The study
-#: (DAG-time planning) comes last: it plans every stage, and no stage imports it.
-STAGES = ["demo", "hub", "preflight", "merging", "evaluation", "aggregate", "study"]
+#: (DAG-time planning) comes after them: it plans every stage, and no stage imports it; the cost
+#: plan (wildmerge.plan) prices the study's jobs, so it comes after the study.
+STAGES = ["demo", "hub", "preflight", "merging", "evaluation", "aggregate", "study", "plan"]
 
 
 def _module(path: Path) -> str:
