@@ -280,12 +280,14 @@ def test_demo_study_through_slurm_profile_equals_local_run(slurm_env, demo_run, 
     assert not any((work / "results/demo/models").glob("*/m-*"))
 
 
-def test_profile_jobs_cap_holds_on_the_cluster(slurm_env, tmp_path):
+def test_profile_jobs_cap_holds_on_the_cluster(slurm_env, tmp_path, monkeypatch):
     """`jobs` caps the jobs queued at once (README: Jobs queued at once); set here, as the README
-    says, in a site profile layered on the repository's one."""
+    says, in a site profile layered on the repository's one. Jobs of a rule with no resources of
+    its own get the profile's default-resources, and the README's partition and account."""
     import yaml
 
-    assert isinstance(yaml.safe_load((REPO / "profiles/slurm/config.v9+.yaml").read_text())["jobs"], int)
+    assert isinstance(yaml.safe_load(PROFILE.read_text())["jobs"], int)
+    defaults = _profile_default_resources(monkeypatch)
     site = tmp_path / "site"
     site.mkdir()
     (site / "config.yaml").write_text("jobs: 2\n")
@@ -293,7 +295,7 @@ def test_profile_jobs_cap_holds_on_the_cluster(slurm_env, tmp_path):
     work.mkdir()
     (work / "Snakefile").write_text(
         'rule all:\n    input: expand("out/{i}.txt", i=range(6))\n\n'
-        'rule work:\n    output: "out/{i}.txt"\n    resources: mem_mb=100, runtime=5\n'
+        'rule work:\n    output: "out/{i}.txt"\n'
         '    shell: "sleep 4; echo $SLURM_JOB_ID > {output}"\n'
     )
     cmd = SNAKEMAKE + [
@@ -303,9 +305,13 @@ def test_profile_jobs_cap_holds_on_the_cluster(slurm_env, tmp_path):
         "--slurm-init-seconds-before-status-checks", "1",
         "--seconds-between-status-checks", "1",
     ]
+    env = {**slurm_env, **OFFLINE, "WILDMERGE_SLURM_PARTITION": PARTITION, "WILDMERGE_SLURM_ACCOUNT": ACCOUNT}
     t0 = time.time()
     with _Squeue(slurm_env, interval=0.2) as squeue:
-        proc = subprocess.run(cmd, cwd=REPO, env={**slurm_env, **OFFLINE}, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
     assert len(list((work / "out").glob("*.txt"))) == 6
     assert squeue.max_queued == 2, f"at most {squeue.max_queued} jobs queued at once, want 2 ({time.time() - t0:.0f} s)"
+    records = [r for r in squeue.records.values() if r.get("WorkDir") == str(work)]
+    held = {(r["Partition"], r["Account"], _minutes(r["TimeLimit"]), _mb(r["MinMemoryNode"])) for r in records}
+    assert len(records) == 6 and held == {(PARTITION, ACCOUNT, defaults["runtime"], defaults["mem_mb"])}, held
