@@ -272,7 +272,11 @@ def test_demo_study_through_slurm_profile_equals_local_run(slurm_env, demo_run, 
         steps |= {("evaluate_suite", f"base=tiny-llama, suite={s}, model={model}") for s in model_suites}
         jobs = [key for key, r in ran.items() if steps & r]
         assert len(jobs) == 1 and steps <= ran[jobs[0]], f"{model}: {steps} ran in SLURM jobs {[(j, ran[j]) for j in jobs]}"
-        assert _gpus(records[jobs[0]]) >= 1
+        # the merge, then its suite evaluations side by side: runtimes added, the evaluations'
+        # memory and GPUs summed (README: Partition, account, defaults)
+        r, n = records[jobs[0]], len(model_suites)
+        got = (_minutes(r["TimeLimit"]), _mb(r["MinMemoryNode"]), _gpus(r))
+        assert got == (2 * runtime, n * mem_mb, n), f"{model}: (minutes, MB, GPUs) {got}, want {(2 * runtime, n * mem_mb, n)}"
     print(f"array tasks seen: merge_evaluate {len(tasks)}, evaluate {len(squeue.array_tasks('evaluate'))}; "
           f"sbatch calls: {({r: (len(c), len(arrays[r])) for r, c in by_rule.items()})}; max queued {squeue.max_queued}; "
           f"group jobs: {({k: (records[k]['TimeLimit'], records[k]['MinMemoryNode'], _gpus(records[k]), sorted(v)) for k, v in ran.items()})}")
