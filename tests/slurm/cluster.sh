@@ -22,7 +22,9 @@
 #
 # Cluster: NodeName=localhost (slurmd is started with -N localhost, so the real
 # hostname does not matter, but it must resolve: srun needs it), CPUs=2,
-# RealMemory=8000, Gres=gpu:2 backed by two dummy files, partition "debug".
+# RealMemory=8000, Gres=gpu:2 backed by two dummy files, partitions "debug"
+# (the default) and "gpu" (same node, not the default: a job lands there only
+# when it asks for it with -p gpu).
 # No slurmdbd/accounting, no cgroups (proctrack/linuxproc, task/none).
 #
 # Tunables (environment variables, all optional):
@@ -78,6 +80,7 @@ MIN_JOB_AGE=${SLURM_TEST_MIN_JOB_AGE:-300}
 TIMEOUT=${SLURM_TEST_TIMEOUT:-60}
 NODE=localhost
 PARTITION=debug
+EXTRA_PARTITION=gpu
 
 CONF=$S/slurm.conf
 MUNGE_DIR=$S/munge
@@ -272,6 +275,7 @@ SlurmdParameters=config_overrides
 
 NodeName=$NODE NodeAddr=127.0.0.1 NodeHostname=$NODE CPUs=$CPUS RealMemory=$MEM_MB Gres=gpu:$NGPUS State=UNKNOWN
 PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+PartitionName=$EXTRA_PARTITION Nodes=$NODE Default=NO MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF
 
     put_file "$S/gres.conf" <<EOF
