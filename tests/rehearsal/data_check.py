@@ -1,7 +1,7 @@
 """Serve the rehearsal's benchmark datasets from the fake hub, fetch them as the workflow does,
 and score a tiny model on them offline through lm-eval's own task code, in one process.
 
-    python tests/rehearsal/data_check.py OUT.json WORKDIR BENCHMARKS.json
+    python tests/rehearsal/data_check.py OUT.json WORKDIR BENCHMARKS.json [ROWS_PER_SPLIT]
 
 ``BENCHMARKS.json``: ``[{name, num_fewshot, metric}, ...]`` (``evaluation.benchmarks`` entries).
 The steps, in one process so that lm-eval's task index (seconds) is built once:
@@ -38,7 +38,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 TOKEN = os.environ.get("HF_TOKEN", "")
 
 
-def main(out_file: Path, work: Path, benchmarks: list[dict[str, Any]]) -> None:
+def main(out_file: Path, work: Path, benchmarks: list[dict[str, Any]], rows_per_split: int = 2) -> None:
     from hub_server import HubServer, HubState
 
     times: dict[str, float] = {}
@@ -52,7 +52,7 @@ def main(out_file: Path, work: Path, benchmarks: list[dict[str, Any]]) -> None:
         tm = task_manager()
         times["index_s"] = time.time() - t
         t = time.time()
-        commits = push_benchmark_datasets(state, names, gated={r: {TOKEN} for r in gated_datasets(SCHEMAS)})
+        commits = push_benchmark_datasets(state, names, rows_per_split, gated={r: {TOKEN} for r in gated_datasets(SCHEMAS)})
         times["generate_s"] = time.time() - t
         t = time.time()
         records, unfetched = fetch_all(names, work, leaf_task_configs, HF_PREFIX)
@@ -138,4 +138,4 @@ def leaves(group_subtasks: dict[str, list[str]], name: str) -> list[str]:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]), json.loads(Path(sys.argv[3]).read_text()))
+    main(Path(sys.argv[1]), Path(sys.argv[2]), json.loads(Path(sys.argv[3]).read_text()), *map(int, sys.argv[4:5]))
