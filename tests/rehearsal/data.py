@@ -8,7 +8,10 @@ dataset they read, a repository in the hub's own layout: parquet files per confi
 for GPQA, JSON lines for PROST, as on the hub) and a README.md whose YAML front matter
 (``configs:`` / ``data_files``) makes ``datasets.load_dataset(path, name, revision=...)`` resolve
 config names and splits as it does on the hub. ``push_benchmark_datasets`` serves them from the
-tests' fake hub (tests/hub_server.py).
+tests' fake hub (tests/hub_server.py), under their plain ids (``HubState.repos["cais/mmlu"]``: the
+fake hub answers ``/datasets/<id>`` and ``/api/datasets/<id>`` from the same table as models).
+tests/rehearsal/data_check.py fetches them as the workflow does and scores a tiny model on them
+with lm-eval (tests/test_rehearsal_data.py).
 
 Which datasets: found from lm-eval's task index as ``wildmerge.hub.datasets.task_datasets``
 finds them (tags and groups expanded to their tasks), plus the hub files a task names in
