@@ -45,8 +45,8 @@ def rehearsed(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_every_paper_benchmark_is_scored_offline_through_lm_evals_own_tasks_with_its_few_shot_setting(rehearsed: dict) -> None:
     print("timings", rehearsed["times"], "hub requests", rehearsed["hub_requests"])
-    expected = {b["name"] for b in paper_entries()} - {"prost"}  # prost: see the test below
-    assert set(rehearsed["scores"]) == expected and len(expected) == 15 + 15  # 16 paper benchmarks, App. E's tasks
+    expected = {b["name"] for b in paper_entries()}
+    assert set(rehearsed["scores"]) == expected and len(expected) == 16 + 15  # 16 paper benchmarks, App. E's tasks
     tasks = rehearsed["tasks"]
     assert len(tasks["mmlu"]) == 57 and len(tasks["leaderboard_bbh"]) == 24 and len(tasks["leaderboard_gpqa"]) == 3
     for bench, ts in tasks.items():
@@ -66,8 +66,10 @@ def test_every_paper_benchmark_is_scored_offline_through_lm_evals_own_tasks_with
     assert "Idavidrein/gpqa" in rehearsed["datasets"]  # gated: fetched with the granted token
 
 
-@pytest.mark.xfail(strict=True, reason="wildmerge fetches `dataset_path` datasets only: prost reads its hub file "
-                                       "by URL (data_files: hf://datasets/corypaik/prost/...), which an offline "
-                                       "evaluation job cannot load (issue 23)")
 def test_prost_loads_offline_after_the_fetch(rehearsed: dict) -> None:
-    assert "prost" not in rehearsed["errors"], rehearsed["errors"].get("prost")
+    """PROST's task reads its hub file by URL (``json`` builder, ``data_files: hf://datasets/...``):
+    the file is fetched at its repository's locked commit and, offline, read from the hub cache."""
+    assert rehearsed["tasks"]["prost"]["prost"]["context"].endswith("Answer:")
+    [rec] = [r for r in rehearsed["records"] if r["benchmark"] == "prost"]
+    assert [(d["dataset"], d["file"], d["commit"]) for d in rec["datasets"]] == [
+        ("corypaik/prost", "data/default.jsonl", rehearsed["datasets"]["corypaik/prost"])]

@@ -14,8 +14,8 @@ tests/rehearsal/data_check.py fetches them as the workflow does and scores a tin
 with lm-eval (tests/test_rehearsal_data.py).
 
 Which datasets: found from lm-eval's task index as ``wildmerge.hub.datasets.task_datasets``
-finds them (tags and groups expanded to their tasks), plus the hub files a task names in
-``dataset_kwargs.data_files`` as ``hf://datasets/...`` (PROST), which ``task_datasets`` leaves out.
+finds them (tags and groups expanded to their tasks), including the repositories of the hub files
+a task names in ``dataset_kwargs.data_files`` as ``hf://datasets/...`` (PROST).
 Their rows follow an explicit table (``SCHEMAS``): each dataset's real column names and types,
 with labels in range, choice lists of the right length, BBH targets among each subtask's
 choices, and enough rows in each few-shot split for the task's default ``num_fewshot`` (the

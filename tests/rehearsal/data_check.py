@@ -17,10 +17,9 @@ The steps, in one process so that lm-eval's task index (seconds) is built once:
    ``wildmerge.evaluation.lm_eval_run`` groups them; the benchmark's value is picked as
    wildmerge picks it (``pick_metric``).
 
-A benchmark whose data a task reads from hub files by URL (``dataset_kwargs.data_files:
-hf://datasets/...``, PROST) is not fetched by wildmerge: it is loaded on its own, offline, and its
-error reported under ``errors``. OUT.json: per benchmark its tasks' few-shot counts and first
-prompt, its score, the errors and the timings.
+A task that reads hub files by URL (``dataset_kwargs.data_files: hf://datasets/...``, PROST) has
+those files fetched and, offline, read from the hub cache. OUT.json: per benchmark its tasks'
+few-shot counts and first prompt, its score, its data records (commits) and the timings.
 """
 
 from __future__ import annotations
@@ -46,7 +45,7 @@ def main(out_file: Path, work: Path, benchmarks: list[dict[str, Any]], rows_per_
     state = HubState()
     with HubServer(state) as url:
         os.environ.update({"HF_ENDPOINT": url, "HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0"})
-        from data import HF_PREFIX, SCHEMAS, gated_datasets, leaf_task_configs, push_benchmark_datasets, task_manager
+        from data import SCHEMAS, gated_datasets, leaf_task_configs, push_benchmark_datasets, task_manager
 
         names = [b["name"] for b in benchmarks]
         tm = task_manager()
@@ -55,51 +54,41 @@ def main(out_file: Path, work: Path, benchmarks: list[dict[str, Any]], rows_per_
         commits = push_benchmark_datasets(state, names, rows_per_split, gated={r: {TOKEN} for r in gated_datasets(SCHEMAS)})
         times["generate_s"] = time.time() - t
         t = time.time()
-        records, unfetched = fetch_all(names, work, leaf_task_configs, HF_PREFIX)
+        records = fetch_all(names, work, leaf_task_configs)
         times["fetch_s"] = time.time() - t
         hub_requests = len(state.requests)
     t = time.time()
     from wildmerge.hub.datasets import use_fetched_data
 
     use_fetched_data(records)
-    errors: dict[str, str] = {}
-    for name in unfetched:  # what an evaluation job would hit
-        try:
-            tm.load([name])
-        except Exception as err:  # noqa: BLE001 - reported
-            errors[name] = f"{type(err).__name__}: {err}"[:1000]
-    scored = [b for b in benchmarks if b["name"] not in errors]
-    out = score(tm, scored, work)
+    out = score(tm, benchmarks, work)
     times["score_s"] = time.time() - t
-    out.update(errors=errors, times={k: round(v, 1) for k, v in times.items()}, hub_requests=hub_requests,
+    out.update(records=[json.loads(Path(f).read_text()) for f in records], times={k: round(v, 1) for k, v in times.items()}, hub_requests=hub_requests,
                datasets={r: c for r, c in commits.items()})
     out_file.write_text(json.dumps(out, indent=1))
 
 
-def fetch_all(names: list[str], work: Path, leaf_task_configs: Any, hf_prefix: str) -> tuple[list[str], list[str]]:
-    """Each benchmark's hub datasets, fetched once each by ``fetch_dataset``: the record files
-    (one per benchmark, as ``fetch_benchmark_data`` writes them) and the benchmarks left unfetched."""
-    from wildmerge.hub.datasets import fetch_dataset
+def fetch_all(names: list[str], work: Path, leaf_task_configs: Any) -> list[str]:
+    """Each benchmark's hub data (``config_data``: datasets and ``hf://datasets/`` files), fetched
+    once each by ``fetch_dataset``: the record files, one per benchmark, as ``fetch_benchmark_data``
+    writes them."""
+    from wildmerge.hub.datasets import HubData, config_data, fetch_dataset
 
-    done: dict[tuple[str, str | None], dict[str, Any]] = {}
+    done: dict[HubData, dict[str, Any]] = {}
     files: list[str] = []
-    unfetched: list[str] = []
     for b in names:
         rec: dict[str, Any] = {"benchmark": b, "datasets": []}
         for cfg in leaf_task_configs(b).values():
-            path, name = cfg.get("dataset_path"), cfg.get("dataset_name")
-            data_files = (cfg.get("dataset_kwargs") or {}).get("data_files")
-            if isinstance(data_files, dict) and any(str(f).startswith(hf_prefix) for f in data_files.values()):
-                unfetched.append(b)
-                continue
-            if (path, name) not in done:
-                done[(path, name)] = fetch_dataset(b, path, name, None, work / "data" / f"{len(done)}.json", work / "hub.lock")
-            rec["datasets"].append(done[(path, name)])
+            for d in config_data(cfg):
+                if d not in done:
+                    done[d] = fetch_dataset(b, d.path, d.name, d.revision, work / "data" / f"{len(done)}.json",
+                                            work / "hub.lock", file=d.file)
+                rec["datasets"].append(done[d])
         f = work / "records" / f"{b}.json"
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_text(json.dumps(rec))
         files.append(str(f))
-    return files, unfetched
+    return files
 
 
 def score(tm: Any, benchmarks: list[dict[str, Any]], work: Path) -> dict[str, Any]:
