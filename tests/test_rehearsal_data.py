@@ -17,7 +17,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent / "rehearsal"))
 from data import paper_benchmarks  # noqa: E402
 
-pytestmark = pytest.mark.slow  # ~40 s of CPU: lm-eval's task index, 96 dataset fetches, 30 benchmarks scored
+pytestmark = pytest.mark.slow  # ~40 s of CPU: lm-eval's task index, 96 dataset fetches and PROST's file, 31 benchmarks scored
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "hf_wildmergeTESTsecret0123456789"
 
