@@ -10,8 +10,9 @@ log = setup_logging(snakemake)  # noqa: F821
 bench = snakemake.wildcards.benchmark  # noqa: F821
 out = Path(snakemake.output[0])  # noqa: F821
 records = [
-    fetch_dataset(bench, path, name, rev, out.with_suffix(f".{i}.json"), Path(snakemake.params.lock), log=log)  # noqa: F821
-    for i, (path, name, rev) in enumerate(task_datasets(bench, snakemake.params.include_path))  # noqa: F821
+    fetch_dataset(bench, d.path, d.name, d.revision, out.with_suffix(f".{i}.json"), Path(snakemake.params.lock),  # noqa: F821
+                  log=log, file=d.file)
+    for i, d in enumerate(task_datasets(bench, snakemake.params.include_path))  # noqa: F821
 ]
 for i in range(len(records)):
     out.with_suffix(f".{i}.json").unlink()

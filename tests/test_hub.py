@@ -579,6 +579,50 @@ def test_lm_eval_loads_the_locked_dataset_commit_offline_not_the_latest_cached(h
     assert json.loads(one.read_text())["commit"] == first
 
 
+def test_a_task_reading_its_data_file_by_hub_url_has_it_fetched_locked_and_loaded_offline(hub, tmp_path: Path) -> None:
+    """A task with ``dataset_path: json`` and ``data_files: hf://datasets/...`` (lm-eval's PROST):
+    the file is found in the task's YAML, locked as its repository, fetched at that commit and,
+    offline, read from the hub cache at the locked commit; missing from the cache, a clear error."""
+    from wildmerge.hub.datasets import HubData, task_datasets
+
+    state, env = hub
+    env = {**env, "HF_HOME": str(tmp_path / "hfhome"), "HF_DATASETS_OFFLINE": "0"}
+    offline = {**env, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    ds = Repo()
+    first = ds.push({"data/test.jsonl": b'{"question": "1+1", "answer": "2"}\n'})
+    state.repos["org/tinyds"] = ds
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "tinybench.yaml").write_text(
+        "task: tinybench\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+        "    test: hf://datasets/org/tinyds/data/test.jsonl\ntest_split: test\noutput_type: generate_until\n"
+        "doc_to_text: '{{question}}'\ndoc_to_target: '{{answer}}'\n")
+    [file] = task_datasets("tinybench", str(tasks))
+    assert file == HubData("org/tinyds", None, None, "data/test.jsonl")
+    lock, one = tmp_path / "results/hub.lock", tmp_path / "data/tinybench.0.json"
+
+    def data(*args: str, e: dict[str, str] = env) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "wildmerge.hub", "fetch-data", "tinybench", "org/tinyds", "--file", file.file,
+               *args, "--lock", str(lock)]
+        return subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=120)
+
+    r = data("--out", str(one))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(one.read_text())["commit"] == first and json.loads(one.read_text())["file"] == "data/test.jsonl"
+    assert '"source": "dataset:org/tinyds"' in lock.read_text()  # locked as its repository
+    record = tmp_path / "data/tinybench.json"
+    record.write_text(json.dumps({"benchmark": "tinybench", "datasets": [json.loads(one.read_text())]}))
+    ds.push({"data/test.jsonl": b'{"question": "2+2", "answer": "4"}\n'})  # upstream moves on: the lock holds
+    r = subprocess.run([sys.executable, "-c", LOAD_TASK, str(tasks), str(record)], env=offline, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == ["1+1"]
+    (tmp_path / "hfcache").rename(tmp_path / "hfcache-gone")  # locked, but not in the hub cache (HF_HUB_CACHE)
+    gone = data("--check", e=offline)
+    assert gone.returncode == 2 and "benchmark tinybench" in gone.stderr and "not in the hub cache" in gone.stderr, gone.stderr
+    assert "hf://datasets/org/tinyds@" in gone.stderr and "Traceback" not in gone.stderr
+
+
 def test_a_score_file_names_the_locked_commits_it_was_computed_from() -> None:
     """What pre-run planning compares with the lock after `update`: the model's (or a merge's
     base and experts') hub commits, and the datasets of the score's own benchmark only."""

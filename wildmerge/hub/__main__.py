@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     da.add_argument("dataset")
     da.add_argument("--name")
     da.add_argument("--revision")
+    da.add_argument("--file", help="only this file of the dataset repository (a task's hf://datasets/ data_files)")
     da.add_argument("--out", type=Path)
     da.add_argument("--check", action="store_true", help="only check the locked commit is cached (offline)")
     for p in (up, fe, da):
@@ -43,11 +44,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "fetch-data":
             if args.check:
-                check_locked(args.benchmark, args.dataset, args.name, args.revision, args.lock)
+                check_locked(args.benchmark, args.dataset, args.name, args.revision, args.lock, args.file)
             elif args.out is None:
                 ap.error("fetch-data: --out is required (or --check)")
             else:
-                fetch_dataset(args.benchmark, args.dataset, args.name, args.revision, args.out, args.lock)
+                fetch_dataset(args.benchmark, args.dataset, args.name, args.revision, args.out, args.lock, file=args.file)
             return 0
         changed = update_lock(args.lock, args.hub_root, args.data_root)
     except HubError as err:

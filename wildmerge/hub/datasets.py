@@ -4,6 +4,11 @@
 the hub checkpoints), fills the ``datasets`` cache at that commit, and writes a small record
 (benchmark, dataset, commit) for provenance. ``check_cached`` lets an evaluation job running
 with the hub offline fail at once, naming the benchmark, when its data was never fetched.
+
+A task may instead name files of a dataset repository by URL in its ``dataset_kwargs.data_files``
+(``hf://datasets/<repo>[@revision]/<file>``, read by a local builder such as ``json``: PROST).
+Such a file is locked as its repository is, downloaded into the hub cache at the locked commit,
+and at evaluation its URL is replaced by the cached file (``pin_datasets``).
 """
 
 from __future__ import annotations
@@ -13,17 +18,52 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
+from urllib.parse import unquote
 
 from wildmerge.hub.retry import HubError, retrying
 from wildmerge.hub.lock import DATASET_PREFIX, LockEntry, dataset_source, get_or_add  # noqa: F401 (DATASET_PREFIX: re-export)
 
 
-LOCAL_BUILDERS = {"json", "csv", "parquet", "text", "arrow", "pandas"}  # data_files on disk: nothing to fetch
+LOCAL_BUILDERS = {"json", "csv", "parquet", "text", "arrow", "pandas"}  # their data_files: on disk or by URL
+HUB_FILE_URL = "hf://datasets/"  # a data_files entry read from a dataset repository on the hub
 
 
-def task_datasets(benchmark: str, include_path: str | None) -> list[tuple[str, str | None, str | None]]:
-    """The hub datasets (path, name, revision) a benchmark (task, group or tag) reads, from lm-eval's YAML.
+class HubData(NamedTuple):
+    """One piece of hub data a benchmark reads: the dataset ``path`` (config ``name``) loaded by
+    ``datasets.load_dataset``, or, with ``file``, one file of the dataset repository ``path``."""
+
+    path: str
+    name: str | None
+    revision: str | None
+    file: str | None = None
+
+
+def hub_file(url: str) -> HubData | None:
+    """The repository file a ``hf://datasets/<owner>/<repo>[@revision]/<file>`` URL names (None:
+    another kind of path)."""
+    if not url.startswith(HUB_FILE_URL):
+        return None
+    parts = url[len(HUB_FILE_URL):].split("/", 2)
+    if len(parts) < 3 or not all(parts):
+        raise HubError(f"data_files: {url!r} is not hf://datasets/<owner>/<repo>[@revision]/<file>")
+    owner, repo, file = parts
+    repo, _, revision = repo.partition("@")
+    return HubData(f"{owner}/{repo}", None, unquote(revision) or None, file)
+
+
+def data_file_urls(data_files: Any) -> list[str]:
+    """Every path of a ``data_files`` argument (a path, a list, or split -> path(s))."""
+    if isinstance(data_files, Mapping):
+        return [u for v in data_files.values() for u in data_file_urls(v)]
+    if isinstance(data_files, (list, tuple)):
+        return [str(u) for u in data_files]
+    return [] if data_files is None else [str(data_files)]
+
+
+def task_datasets(benchmark: str, include_path: str | None) -> list[HubData]:
+    """The hub data a benchmark (task, group or tag) reads, from lm-eval's YAML: its datasets, and
+    the repository files its ``dataset_kwargs.data_files`` name by ``hf://datasets/`` URL.
 
     Local datasets (``json``/``csv``/... builders with files on disk) are left out.
     """
@@ -32,7 +72,7 @@ def task_datasets(benchmark: str, include_path: str | None) -> list[tuple[str, s
     from lm_eval.tasks._yaml_loader import load_yaml
 
     tm = TaskManager(include_path=include_path, include_defaults=not _all_local(benchmark, include_path))
-    found: dict[tuple[str, str | None, str | None], None] = {}
+    found: dict[HubData, None] = {}
     seen: set[str] = set()
 
     def visit(name: str) -> None:
@@ -60,13 +100,22 @@ def task_datasets(benchmark: str, include_path: str | None) -> list[tuple[str, s
         _add(cfg)
 
     def _add(cfg: dict[str, Any]) -> None:
-        path = cfg.get("dataset_path")
-        if path and path not in LOCAL_BUILDERS and not Path(str(path)).exists():
-            kwargs = cfg.get("dataset_kwargs") or {}
-            found[(str(path), cfg.get("dataset_name"), kwargs.get("revision"))] = None
+        found.update(dict.fromkeys(config_data(cfg)))
 
     visit(benchmark)
     return list(found)
+
+
+def config_data(cfg: Mapping[str, Any]) -> list[HubData]:
+    """The hub data one task config reads: its ``dataset_path`` (a hub id: not a local builder nor
+    a folder here), and the files its ``dataset_kwargs.data_files`` name by ``hf://datasets/`` URL."""
+    path = cfg.get("dataset_path")
+    kwargs = cfg.get("dataset_kwargs") or {}
+    found = []
+    if path and path not in LOCAL_BUILDERS and not Path(str(path)).exists():
+        found.append(HubData(str(path), cfg.get("dataset_name"), kwargs.get("revision")))
+    files = [hub_file(url) for url in data_file_urls(kwargs.get("data_files"))]
+    return found + [f for f in files if f is not None]
 
 
 def _all_local(benchmark: str, include_path: str | None) -> bool:
@@ -107,30 +156,59 @@ def fetch_dataset(
     out: Path,
     lock_path: Path,
     log: logging.Logger | None = None,
+    file: str | None = None,
 ) -> dict[str, Any]:
-    """Download benchmark ``benchmark``'s dataset at its locked commit; write its record to ``out``."""
+    """Download benchmark ``benchmark``'s dataset at its locked commit; write its record to ``out``.
+
+    With ``file``: only that file of the dataset repository ``path`` (a task's ``hf://datasets/``
+    data file), into the hub cache; it is locked as its repository is.
+    """
     import datasets
+    from huggingface_hub import hf_hub_download
 
     log = log or logging.getLogger(__name__)
-    key = f"evaluation.benchmarks: {benchmark} (dataset {path})"
+    key = f"evaluation.benchmarks: {benchmark} (dataset {path}" + (f", file {file})" if file else ")")
     entry = get_or_add(
         lock_path, _source(path, name), revision,
         lambda: LockEntry(_source(path, name), revision, resolve_dataset(path, revision, key, log)),
     )
-    cache = commit_cache_dir(path, entry.commit)
-    retrying(lambda: datasets.load_dataset(path, name, revision=entry.commit, cache_dir=cache), path, entry.commit, key, log,
-             "dataset")
+    if file is None:
+        cache = commit_cache_dir(path, entry.commit)
+        retrying(lambda: datasets.load_dataset(path, name, revision=entry.commit, cache_dir=cache), path, entry.commit,
+                 key, log, "dataset")
+    else:
+        retrying(lambda: hf_hub_download(path, file, repo_type="dataset", revision=entry.commit), path, entry.commit,
+                 key, log, "dataset")
     record = {"benchmark": benchmark, "dataset": path, "name": name, "requested": revision, "commit": entry.commit}
+    if file is not None:
+        record["file"] = file
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-    log.info("fetched dataset %s@%s for %s", path, entry.commit, benchmark)
+    log.info("fetched dataset %s%s@%s for %s", path, f" file {file}" if file else "", entry.commit, benchmark)
     return record
 
 
-def check_cached(benchmark: str, path: str, name: str | None, commit: str) -> None:
-    """With the hub offline: the dataset is in the cache at ``commit``, else a clear error."""
+def cached_file(path: str, file: str, commit: str) -> str:
+    """The hub cache's copy of ``file`` of dataset repository ``path`` at ``commit`` (never downloads)."""
+    from huggingface_hub import hf_hub_download
+
+    return hf_hub_download(path, file, repo_type="dataset", revision=commit, local_files_only=True)
+
+
+def check_cached(benchmark: str, path: str, name: str | None, commit: str, file: str | None = None) -> None:
+    """With the hub offline: the dataset (or its ``file``) is in the cache at ``commit``, else a clear error."""
     import datasets
 
+    if file is not None:
+        try:
+            cached_file(path, file, commit)
+        except Exception as err:  # noqa: BLE001 - any failure to find it offline means: not fetched
+            raise HubError(
+                f"benchmark {benchmark}: its data file {HUB_FILE_URL}{path}@{commit[:12]}/{file} is not in the hub "
+                f"cache (HF_HUB_CACHE); fetch it (again): `snakemake --forcerun resources/data/{benchmark}.json` "
+                f"({type(err).__name__})"
+            ) from None
+        return
     try:
         datasets.load_dataset(path, name, revision=commit, cache_dir=commit_cache_dir(path, commit))
     except Exception as err:  # noqa: BLE001 - any failure to load offline means: not fetched
@@ -143,17 +221,34 @@ def check_cached(benchmark: str, path: str, name: str | None, commit: str) -> No
 
 def pin_datasets(records: list[dict[str, Any]]) -> None:
     """Make every ``datasets.load_dataset`` of a fetched dataset (lm-eval's tasks call it) load its
-    locked commit: ``revision`` and the commit's own cache folder are filled in."""
+    locked commit: ``revision`` and the commit's own cache folder are filled in, and each fetched
+    ``hf://datasets/`` data file is replaced by its cached copy at the locked commit."""
     import datasets
 
-    pinned = {(d["dataset"], d["name"]): d["commit"] for rec in records for d in rec["datasets"]}
+    fetched = [d for rec in records for d in rec["datasets"]]
+    pinned = {(d["dataset"], d["name"]): d["commit"] for d in fetched if not d.get("file")}
+    files = {HubData(d["dataset"], None, d["requested"], d["file"]): cached_file(d["dataset"], d["file"], d["commit"])
+             for d in fetched if d.get("file")}
     load = getattr(datasets.load_dataset, "__wrapped__", datasets.load_dataset)
+
+    def cached(url: Any) -> Any:
+        file = hub_file(url) if isinstance(url, str) else None
+        return files.get(file, url) if file is not None else url
+
+    def local_data_files(data_files: Any) -> Any:
+        if isinstance(data_files, Mapping):
+            return {split: local_data_files(v) for split, v in data_files.items()}
+        if isinstance(data_files, (list, tuple)):
+            return [cached(u) for u in data_files]
+        return cached(data_files)
 
     @functools.wraps(load)
     def load_locked(path: str, name: str | None = None, *args: Any, **kwargs: Any) -> Any:
         commit = pinned.get((path, name)) or pinned.get((path, None))
         if commit is not None:
             kwargs.update(revision=commit, cache_dir=commit_cache_dir(path, commit))
+        if files and kwargs.get("data_files") is not None:
+            kwargs["data_files"] = local_data_files(kwargs["data_files"])
         return load(path, name, *args, **kwargs)
 
     datasets.load_dataset = load_locked
@@ -208,17 +303,18 @@ def use_fetched_data(record_files: list[str]) -> list[dict[str, Any]]:
         records += obj["records"] if "records" in obj else [obj]
     for rec in records:
         for d in rec["datasets"]:
-            check_cached(rec["benchmark"], d["dataset"], d["name"], d["commit"])
+            check_cached(rec["benchmark"], d["dataset"], d["name"], d["commit"], d.get("file"))
     if records:
         pin_datasets(records)
     return records
 
 
-def check_locked(benchmark: str, dataset: str, name: str | None, revision: str | None, lock: Path) -> None:
-    """Check, offline, that the locked commit of one benchmark dataset is in the datasets cache."""
+def check_locked(benchmark: str, dataset: str, name: str | None, revision: str | None, lock: Path,
+                 file: str | None = None) -> None:
+    """Check, offline, that the locked commit of one benchmark dataset (or its ``file``) is in the cache."""
     from wildmerge.hub.lock import lock_key, read_lock
 
     entry = read_lock(lock).get(lock_key(_source(dataset, name), revision))
     if entry is None:
         raise HubError(f"benchmark {benchmark}: dataset {dataset} is not in the lock {lock}; fetch it first")
-    check_cached(benchmark, dataset, name, entry.commit)
+    check_cached(benchmark, dataset, name, entry.commit, file)
