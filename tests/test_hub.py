@@ -597,3 +597,15 @@ def test_a_score_file_names_the_locked_commits_it_was_computed_from() -> None:
     }
     assert recorded_commits(provenance, "arc") == {
         "org/base@main": "c0", "org/a@main": "c1", "dataset:ai2/arc:ARC-Easy@main": "d1"}
+
+
+def test_hf_data_files_of_a_task_are_fetched_datasets() -> None:
+    """PROST's YAML reads `json` data_files at hf://datasets/corypaik/prost/...: that repository is
+    one of its hub datasets (fetched and locked), and its files are read from the hub cache."""
+    from wildmerge.hub.datasets import hub_data_files, task_datasets
+
+    assert hub_data_files({"test": "hf://datasets/corypaik/prost/data/default.jsonl"}) == [
+        ("corypaik/prost", None, "data/default.jsonl")]
+    assert hub_data_files(["hf://datasets/a/b@v1/x/y.csv", "local.csv"]) == [("a/b", "v1", "x/y.csv")]
+    assert hub_data_files(None) == []
+    assert task_datasets("prost", None) == [("corypaik/prost", None, None)]

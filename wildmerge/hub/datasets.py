@@ -19,6 +19,7 @@ from wildmerge.hub.retry import HubError, retrying
 from wildmerge.hub.lock import DATASET_PREFIX, LockEntry, dataset_source, get_or_add  # noqa: F401 (DATASET_PREFIX: re-export)
 
 
+HF_DATASETS_URL = "hf://datasets/"
 LOCAL_BUILDERS = {"json", "csv", "parquet", "text", "arrow", "pandas"}  # data_files on disk: nothing to fetch
 
 
@@ -61,12 +62,28 @@ def task_datasets(benchmark: str, include_path: str | None) -> list[tuple[str, s
 
     def _add(cfg: dict[str, Any]) -> None:
         path = cfg.get("dataset_path")
+        kwargs = cfg.get("dataset_kwargs") or {}
         if path and path not in LOCAL_BUILDERS and not Path(str(path)).exists():
-            kwargs = cfg.get("dataset_kwargs") or {}
             found[(str(path), cfg.get("dataset_name"), kwargs.get("revision"))] = None
+        for repo, revision, _ in hub_data_files(kwargs.get("data_files")):  # e.g. PROST's hf://datasets/...
+            found[(repo, None, revision)] = None
 
     visit(benchmark)
     return list(found)
+
+
+def hub_data_files(data_files: Any) -> list[tuple[str, str | None, str]]:
+    """(repo, revision, file in the repo) of each ``hf://datasets/<org>/<name>[@rev]/<file>`` a
+    task's ``dataset_kwargs.data_files`` names (a string, a list, or split -> either)."""
+    values = data_files.values() if isinstance(data_files, Mapping) else [data_files]
+    out = []
+    for value in values:
+        for url in [value] if isinstance(value, str) else list(value or []):
+            if isinstance(url, str) and url.startswith(HF_DATASETS_URL):
+                org, name, *rest = url[len(HF_DATASETS_URL):].split("/")
+                name, _, revision = name.partition("@")
+                out.append((f"{org}/{name}", revision or None, "/".join(rest)))
+    return out
 
 
 def _all_local(benchmark: str, include_path: str | None) -> bool:
@@ -149,11 +166,31 @@ def pin_datasets(records: list[dict[str, Any]]) -> None:
     pinned = {(d["dataset"], d["name"]): d["commit"] for rec in records for d in rec["datasets"]}
     load = getattr(datasets.load_dataset, "__wrapped__", datasets.load_dataset)
 
+    def local_file(url: str) -> str:
+        """An ``hf://datasets/`` file of a fetched dataset: its copy in the hub cache, at the
+        locked commit (a file builder such as ``json`` would otherwise ask the hub)."""
+        from huggingface_hub import hf_hub_download
+
+        found = hub_data_files(url)
+        commit = pinned.get((found[0][0], None)) if found else None
+        if commit is None:
+            return url
+        return hf_hub_download(found[0][0], found[0][2], repo_type="dataset", revision=commit)
+
     @functools.wraps(load)
     def load_locked(path: str, name: str | None = None, *args: Any, **kwargs: Any) -> Any:
         commit = pinned.get((path, name)) or pinned.get((path, None))
         if commit is not None:
             kwargs.update(revision=commit, cache_dir=commit_cache_dir(path, commit))
+        files = kwargs.get("data_files")
+        if hub_data_files(files):
+            if isinstance(files, Mapping):
+                kwargs["data_files"] = {k: local_file(v) if isinstance(v, str) else [local_file(u) for u in v]
+                                        for k, v in files.items()}
+            elif isinstance(files, str):
+                kwargs["data_files"] = local_file(files)
+            else:
+                kwargs["data_files"] = [local_file(u) for u in files]
         return load(path, name, *args, **kwargs)
 
     datasets.load_dataset = load_locked
