@@ -60,9 +60,11 @@ QWEN3 = dict(
 )
 MERGEBENCH_ROWS = 128_320  # MergeBench/Llama-3.2-3B-Instruct_* (resized embeddings)
 
-#: narrow layers: a 128k-row embedding is 128k x 16 values (4 MB in bfloat16)
+#: narrow layers: a 128k-row embedding is 128k x 16 values (4 MB in bfloat16); 1,024 positions:
+#: lm-eval cuts longer prompts from the left (one token per byte here, so BBH's 3-shot prompts
+#: run to ~10k tokens, and each position's logits are 128k floats: 8,192 positions took minutes)
 SIZES = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-             num_key_value_heads=1, head_dim=8, max_position_embeddings=8192)
+             num_key_value_heads=1, head_dim=8, max_position_embeddings=1024)
 
 
 def family(base: str) -> dict[str, Any]:
