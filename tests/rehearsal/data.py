@@ -8,7 +8,10 @@ dataset they read, a repository in the hub's own layout: parquet files per confi
 for GPQA, JSON lines for PROST, as on the hub) and a README.md whose YAML front matter
 (``configs:`` / ``data_files``) makes ``datasets.load_dataset(path, name, revision=...)`` resolve
 config names and splits as it does on the hub. ``push_benchmark_datasets`` serves them from the
-tests' fake hub (tests/hub_server.py).
+tests' fake hub (tests/hub_server.py), under their plain ids (``HubState.repos["cais/mmlu"]``: the
+fake hub answers ``/datasets/<id>`` and ``/api/datasets/<id>`` from the same table as models).
+tests/rehearsal/data_check.py fetches them as the workflow does and scores a tiny model on them
+with lm-eval (tests/test_rehearsal_data.py).
 
 Which datasets: found from lm-eval's task index as ``wildmerge.hub.datasets.task_datasets``
 finds them (tags and groups expanded to their tasks), plus the hub files a task names in
@@ -36,6 +39,7 @@ import io
 import json
 import string
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
@@ -120,54 +124,60 @@ def _w(*parts: object) -> str:
     return " ".join(str(p) for p in parts)
 
 
+def _k(n: int, *key: object) -> int:
+    """A gold position in range(n), spread over rows by a stable hash (not always the first
+    choice, which a model scoring all choices alike would pick)."""
+    return zlib.crc32(repr(key).encode()) % n
+
+
 def arc(cfg: str | None, split: str, i: int, task: Mapping[str, Any]) -> Row:
     labels = ["A", "B", "C", "D"] if i % 3 else ["1", "2", "3", "4"]  # ARC mixes letter and digit keys
     return {"id": f"{cfg}-{split}-{i}", "question": _w("Which is item", i, "?"),
-            "choices": {"text": [f"option {c}" for c in "wxyz"], "label": labels}, "answerKey": labels[i % 4]}
+            "choices": {"text": [f"option {c}" for c in "wxyz"], "label": labels}, "answerKey": labels[_k(4, cfg, split, i)]}
 
 
 def boolq(cfg: str | None, split: str, i: int, task: Mapping[str, Any]) -> Row:
     return {"question": _w("is it day", i), "passage": _w("A short passage", i, "."), "idx": i,
-            "label": -1 if split == "test" else i % 2}
+            "label": -1 if split == "test" else _k(2, split, i)}
 
 
 def commonsense_qa(cfg: str | None, split: str, i: int, task: Mapping[str, Any]) -> Row:
     return {"id": f"csqa-{split}-{i}", "question": _w("Where is thing", i, "?"), "question_concept": "thing",
             "choices": {"label": list("ABCDE"), "text": [f"place {c}" for c in "vwxyz"]},
-            "answerKey": "" if split == "test" else "ABCDE"[i % 5]}
+            "answerKey": "" if split == "test" else "ABCDE"[_k(5, split, i)]}
 
 
 def hellaswag(cfg: str | None, split: str, i: int, task: Mapping[str, Any]) -> Row:
     return {"ind": i, "activity_label": "Cooking", "ctx_a": _w("A cook stirs pot", i, "."), "ctx_b": "then",
             "ctx": _w("A cook stirs pot", i, ". then"), "endings": [f"ending {c} [title] here." for c in "wxyz"],
             "source_id": f"src-{i}", "split": split, "split_type": "indomain",
-            "label": "" if split == "test" else str(i % 4)}
+            "label": "" if split == "test" else str(_k(4, split, i))}
 
 
 def winogrande(cfg: str | None, split: str, i: int, task: Mapping[str, Any]) -> Row:
     return {"sentence": _w("Ann gave Bo a cup because _ was thirsty", i, "."), "option1": "Ann", "option2": "Bo",
-            "answer": "" if split == "test" else str(1 + i % 2)}
+            "answer": "" if split == "test" else str(1 + _k(2, cfg, split, i))}
 
 
 def piqa(cfg: str | None, split: str, i: int, task: Mapping[str, Any]) -> Row:
-    return {"goal": _w("open jar", i), "sol1": "twist the lid", "sol2": "hit the jar", "label": -1 if split == "test" else i % 2}
+    return {"goal": _w("open jar", i), "sol1": "twist the lid", "sol2": "hit the jar", "label": -1 if split == "test" else _k(2, split, i)}
 
 
 def openbookqa(cfg: str | None, split: str, i: int, task: Mapping[str, Any]) -> Row:
     return {"id": f"obqa-{split}-{i}", "question_stem": _w("The sun is", i),
-            "choices": {"text": [f"answer {c}" for c in "wxyz"], "label": list("ABCD")}, "answerKey": "ABCD"[i % 4]}
+            "choices": {"text": [f"answer {c}" for c in "wxyz"], "label": list("ABCD")}, "answerKey": "ABCD"[_k(4, cfg, split, i)]}
 
 
 def headqa(cfg: str | None, split: str, i: int, task: Mapping[str, Any]) -> Row:
     return {"name": "Cuaderno_2013_1_B", "year": "2013", "category": "biology", "qid": i,
-            "qtext": _w("Which organ", i, "?"), "ra": 1 + i % 4,
+            "qtext": _w("Which organ", i, "?"), "ra": 1 + _k(4, cfg, split, i),
             "answers": [{"aid": a, "atext": f"organ {a}"} for a in range(1, 5)]}
 
 
 def prost(cfg: str | None, split: str, i: int, task: Mapping[str, Any]) -> Row:
     return {"A": "glass", "B": "rock", "C": "paper", "D": "wood", "context": _w("Four objects fall", i, "."),
             "question": "Which object breaks?", "ex_question": "Which object is the most likely to break?",
-            "group": "breaking", "label": i % 4, "name": f"breaking_{i}"}
+            "group": "breaking", "label": _k(4, split, i), "name": f"breaking_{i}"}
 
 
 def truthful_qa(cfg: str | None, split: str, i: int, task: Mapping[str, Any]) -> Row:
@@ -179,7 +189,7 @@ def truthful_qa(cfg: str | None, split: str, i: int, task: Mapping[str, Any]) ->
 
 def medmcqa(cfg: str | None, split: str, i: int, task: Mapping[str, Any]) -> Row:
     return {"id": f"med-{split}-{i}", "question": _w("Which drug", i, "?"), "opa": "drug a", "opb": "drug b",
-            "opc": "drug c", "opd": "drug d", "cop": -1 if split == "test" else i % 4, "choice_type": "single",
+            "opc": "drug c", "opd": "drug d", "cop": -1 if split == "test" else _k(4, split, i), "choice_type": "single",
             "exp": "", "subject_name": "Pharmacology", "topic_name": ""}
 
 
@@ -193,12 +203,12 @@ def gpqa(cfg: str | None, split: str, i: int, task: Mapping[str, Any]) -> Row:
 
 def bbh(cfg: str | None, split: str, i: int, task: Mapping[str, Any]) -> Row:
     choices = task["doc_to_choice"]  # each subtask's target must be one of its choices
-    return {"input": _w("Puzzle", i, "of", cfg), "target": choices[i % len(choices)]}
+    return {"input": _w("Puzzle", i, "of", cfg), "target": choices[_k(len(choices), cfg, split, i)]}
 
 
 def mmlu(cfg: str | None, split: str, i: int, task: Mapping[str, Any]) -> Row:
     return {"question": _w("Question", i, "on", cfg), "subject": cfg,
-            "choices": [f"choice {c}" for c in "wxyz"], "answer": i % 4}
+            "choices": [f"choice {c}" for c in "wxyz"], "answer": _k(4, cfg, split, i)}
 
 
 MMLU_PRO_CATEGORIES = ["biology", "business", "chemistry", "computer science", "economics", "engineering",
@@ -207,7 +217,7 @@ MMLU_PRO_CATEGORIES = ["biology", "business", "chemistry", "computer science", "
 
 def mmlu_pro(cfg: str | None, split: str, i: int, task: Mapping[str, Any]) -> Row:
     n = 10 if i % 2 == 0 else 4  # up to 10 options, some questions fewer
-    k = i % n
+    k = _k(n, split, i)
     return {"question_id": i, "question": _w("Pro question", i), "options": [f"opt {j}" for j in range(n)],
             "answer": string.ascii_uppercase[k], "answer_index": k,
             "cot_content": "" if split == "test" else "A: Let's think step by step.",
