@@ -45,7 +45,7 @@ def rehearsed(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_every_paper_benchmark_is_scored_offline_through_lm_evals_own_tasks_with_its_few_shot_setting(rehearsed: dict) -> None:
     print("timings", rehearsed["times"], "hub requests", rehearsed["hub_requests"])
-    expected = {b["name"] for b in paper_entries()} - {"prost"}  # prost: see the test below
+    expected = {b["name"] for b in paper_entries()}
     assert set(rehearsed["scores"]) == expected and len(expected) == 15 + 15  # 16 paper benchmarks, App. E's tasks
     tasks = rehearsed["tasks"]
     assert len(tasks["mmlu"]) == 57 and len(tasks["leaderboard_bbh"]) == 24 and len(tasks["leaderboard_gpqa"]) == 3
@@ -66,8 +66,5 @@ def test_every_paper_benchmark_is_scored_offline_through_lm_evals_own_tasks_with
     assert "Idavidrein/gpqa" in rehearsed["datasets"]  # gated: fetched with the granted token
 
 
-@pytest.mark.xfail(strict=True, reason="wildmerge fetches `dataset_path` datasets only: prost reads its hub file "
-                                       "by URL (data_files: hf://datasets/corypaik/prost/...), which an offline "
-                                       "evaluation job cannot load (issue 23)")
 def test_prost_loads_offline_after_the_fetch(rehearsed: dict) -> None:
     assert "prost" not in rehearsed["errors"], rehearsed["errors"].get("prost")

@@ -79,21 +79,16 @@ def main(out_file: Path, work: Path, benchmarks: list[dict[str, Any]], rows_per_
 def fetch_all(names: list[str], work: Path, leaf_task_configs: Any, hf_prefix: str) -> tuple[list[str], list[str]]:
     """Each benchmark's hub datasets, fetched once each by ``fetch_dataset``: the record files
     (one per benchmark, as ``fetch_benchmark_data`` writes them) and the benchmarks left unfetched."""
-    from wildmerge.hub.datasets import fetch_dataset
+    from wildmerge.hub.datasets import fetch_dataset, task_datasets
 
     done: dict[tuple[str, str | None], dict[str, Any]] = {}
     files: list[str] = []
     unfetched: list[str] = []
     for b in names:
         rec: dict[str, Any] = {"benchmark": b, "datasets": []}
-        for cfg in leaf_task_configs(b).values():
-            path, name = cfg.get("dataset_path"), cfg.get("dataset_name")
-            data_files = (cfg.get("dataset_kwargs") or {}).get("data_files")
-            if isinstance(data_files, dict) and any(str(f).startswith(hf_prefix) for f in data_files.values()):
-                unfetched.append(b)
-                continue
+        for path, name, revision in task_datasets(b, None):  # as fetch_benchmark_data (hf:// data_files too)
             if (path, name) not in done:
-                done[(path, name)] = fetch_dataset(b, path, name, None, work / "data" / f"{len(done)}.json", work / "hub.lock")
+                done[(path, name)] = fetch_dataset(b, path, name, revision, work / "data" / f"{len(done)}.json", work / "hub.lock")
             rec["datasets"].append(done[(path, name)])
         f = work / "records" / f"{b}.json"
         f.parent.mkdir(parents=True, exist_ok=True)
