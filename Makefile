@@ -1,6 +1,7 @@
 # make run   : set up .venv and run the demo study (config.yaml), fully offline
 # make test  : set up .venv, lint, and run the test suite (what CI runs)
 # make test-quick : unit tests only (no workflow runs), for day-to-day work
+# make rehearsal : the paper study (config/paper.yaml) in miniature against a local fake hub (README: The rehearsal)
 # make lint  : ruff, snakefmt --check and snakemake --lint (settings in pyproject.toml)
 # make setup PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu : torch's CPU build (README: Set-up)
 VENV ?= .venv
@@ -12,7 +13,7 @@ export HF_DATASETS_OFFLINE = 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: setup run test test-quick lint clean
+.PHONY: setup run test test-quick rehearsal lint clean
 
 setup: $(VENV)/.installed
 
@@ -34,10 +35,15 @@ test: lint
 test-quick: setup
 	$(VENV)/bin/pytest -q -m "not slow"
 
+# tiny checkpoints under the paper's hub ids, synthetic rows for its benchmarks' datasets: fetch
+# (a gated base refused without a token), pre-flight, 7 methods, App. C and E, budget, tables, report
+rehearsal: setup
+	$(VENV)/bin/python tests/rehearsal/run.py --cores $(CORES)
+
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/snakefmt --check Snakefile rules/
 	$(VENV)/bin/snakemake --lint
 
 clean:
-	rm -rf results/demo resources/demo .snakemake logs
+	rm -rf results/demo resources/demo .snakemake logs .rehearsal

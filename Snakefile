@@ -62,7 +62,10 @@ onstart:
 
         os.makedirs(".snakemake/log", exist_ok=True)
         log = ".snakemake/log/wildmerge-warm"
-        WARM_WORKER.append(warm.start(log=f"{log}.log", jobs_log=f"{log}-jobs.jsonl"))
+        # lm-eval's built-in task index too, when the study scores built-in tasks
+        builtin = EVAL_CFG["include_path"] is None
+        stages = warm.PRELOAD + ((warm.TASK_INDEX_STAGE,) if builtin else ())
+        WARM_WORKER.append(warm.start(log=f"{log}.log", jobs_log=f"{log}-jobs.jsonl", stages=stages))
 
 
 onsuccess:

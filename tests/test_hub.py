@@ -641,3 +641,4 @@ def test_a_score_file_names_the_locked_commits_it_was_computed_from() -> None:
     }
     assert recorded_commits(provenance, "arc") == {
         "org/base@main": "c0", "org/a@main": "c1", "dataset:ai2/arc:ARC-Easy@main": "d1"}
+

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["PRELOAD", "SOCKET_ENV", "enabled", "fingerprint", "run_warm", "serve", "start", "stop"]
+__all__ = ["PRELOAD", "SOCKET_ENV", "TASK_INDEX_STAGE", "enabled", "fingerprint", "run_warm", "serve", "start", "stop"]
 
 #: the job process finds the server's socket here (exported by the Snakefile's ``onstart``)
 SOCKET_ENV = "WILDMERGE_WARM_SOCKET"
@@ -45,7 +45,8 @@ SOCKET_ENV = "WILDMERGE_WARM_SOCKET"
 ENABLE_ENV = "WILDMERGE_WARM"
 
 #: imported by the server in stages; a job arriving between stages is forked at once (and
-#: imports the rest itself): demo training needs only the first stage
+#: imports the rest itself): demo training needs only the first stage. ``module:function``
+#: imports the module and calls the function (no arguments): state the jobs then inherit
 PRELOAD: tuple[tuple[str, ...], ...] = (
     (
         "torch",
@@ -70,6 +71,11 @@ PRELOAD: tuple[tuple[str, ...], ...] = (
         "datasets",
     ),
 )
+
+#: a last stage for studies scoring lm-eval's built-in tasks (no evaluation.include_path; the
+#: Snakefile adds it): lm-eval's index of its ~10k task YAMLs, otherwise built by every
+#: evaluation job (seconds of CPU each), built once in the server and inherited by the jobs
+TASK_INDEX_STAGE: tuple[str, ...] = ("wildmerge.evaluation.lm_eval_run:preload_task_index",)
 
 #: variables read at import time by the preloaded libraries (a job whose value differs from
 #: the server's runs on its own); the thread counts Snakemake sets per job are excluded:
@@ -196,7 +202,10 @@ def _import_stage(modules: Sequence[str]) -> None:
     started, done = time.perf_counter(), []
     for name in modules:
         try:
-            importlib.import_module(name)
+            module, _, function = name.partition(":")
+            loaded = importlib.import_module(module)
+            if function:
+                getattr(loaded, function)()
             done.append(name)
         except Exception as err:  # noqa: BLE001 - a job importing it itself reports the error
             print(f"wildmerge.warm: preloading {name} failed: {err!r}", file=sys.stderr)

@@ -53,17 +53,35 @@ def _task_hash(config: Mapping[str, Any] | None) -> dict[str, Any]:
     return {"config_sha": stable_hash(cfg, 16), "data_sha": data}
 
 
+#: lm-eval's TaskManager of its built-in tasks alone, once per process (preload_task_index)
+_BUILTIN_INDEX: list[Any] = []
+
+
+def preload_task_index() -> Any:
+    """lm-eval's index of its built-in tasks (no include path), built once per process: the
+    warm worker builds it before forking evaluation jobs (wildmerge.warm.PRELOAD), so each job
+    inherits it instead of indexing ~10k task YAMLs again (seconds of CPU). A job's changes to
+    it stay in that job's process."""
+    if not _BUILTIN_INDEX:
+        from lm_eval.tasks import TaskManager
+
+        _BUILTIN_INDEX.append(TaskManager())
+    return _BUILTIN_INDEX[0]
+
+
 def _task_manager(factory: Any, include_path: str | Path | None, names: Sequence[str]) -> Any:
     """lm-eval's TaskManager; only the include path is indexed when it holds every task.
 
     Indexing lm-eval's ~10k built-in task YAMLs costs seconds per job, which dominates
-    the evaluation of small models; it is done only when a benchmark needs it.
+    the evaluation of small models; it is done only when a benchmark needs it, and the
+    built-in index alone once per process (:func:`preload_task_index`).
     """
     if include_path:
         local = factory(include_path=str(include_path), include_defaults=False)
         if set(names) <= set(local.all_tasks):
             return local
-    return factory(include_path=str(include_path) if include_path else None)
+        return factory(include_path=str(include_path))
+    return preload_task_index() if _BUILTIN_INDEX else factory(include_path=None)
 
 
 def evaluate_model(
