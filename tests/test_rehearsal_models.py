@@ -4,6 +4,7 @@ config, the real vocabulary sizes, the bases' layouts, gated Llama bases, expert
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -89,3 +90,30 @@ def test_experts_differ_from_their_base_and_llama_bases_are_gated(small) -> None
                                   "llama-3.1-8b": {"model": "meta-llama/Llama-3.1-8B-Instruct", "experts": {}}}}, "tok")
     assert state.repos["meta-llama/Llama-3.1-8B-Instruct"].gated and state.repos["meta-llama/Llama-3.1-8B-Instruct"].granted == {"tok"}
     assert not state.repos["Qwen/Qwen3-8B"].gated
+
+
+def test_learned_merges_keep_prompts_short_and_answer_letters_one_token(small, tmp_path: Path) -> None:
+    """The tokenizer's merges (learned from the benchmarks' own prompt text) make each word of a
+    BBH 3-shot prompt one token, not one per byte, and `` A`` one token (lm-eval then scores a
+    question's answer letters from one forward pass); the learning is deterministic."""
+    from data import leaf_task_configs
+    from models import learned_bpe
+    from transformers import AutoTokenizer
+
+    for name, data in small["Qwen/Qwen3-4B"].items():
+        (tmp_path / name).write_bytes(data)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    assert [len(tok.tokenize(t)) for t in (" A", " B", " True", " False")] == [1, 1, 1, 1]
+    cfg = leaf_task_configs("leaderboard_bbh_date_understanding")["leaderboard_bbh_date_understanding"]
+    shots = "\n\n".join(s["input"] + " " + s["target"] for s in cfg["fewshot_config"]["samples"])
+    n_tokens = len(tok(shots, add_special_tokens=False)["input_ids"])
+    words = tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str(shots)  # Llama-3's and Qwen3's split
+    assert n_tokens == len(words) < len(shots.encode()) / 2  # one token per word: ~2.3 bytes each here
+    # the same merges in another process with another hash seed: the checkpoints' files are stable
+    import subprocess
+
+    code = "import json, sys; sys.path[:0] = sys.argv[1:]; from models import learned_bpe; print(json.dumps(learned_bpe()))"
+    other = subprocess.run([sys.executable, "-c", code, str(REPO / "tests/rehearsal"), str(REPO / "tests"), str(REPO)],
+                           capture_output=True, text=True, check=True, env={**os.environ, "PYTHONHASHSEED": "12345"})
+    vocab, merges = json.loads(other.stdout)
+    assert (vocab, [tuple(m) for m in merges]) == learned_bpe()

@@ -42,7 +42,7 @@ import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 if TYPE_CHECKING:
     from hub_server import HubState
@@ -332,6 +332,33 @@ def benchmark_dataset_repos(benchmarks: Iterable[str], rows_per_split: int = 2) 
             files["README.md"] = f"# {repo_id} (synthetic rehearsal copy)\n".encode()
         repos[repo_id] = files
     return repos
+
+
+def _strings(x: Any) -> Iterator[str]:
+    if isinstance(x, str):
+        yield x
+    elif isinstance(x, Mapping):
+        for v in x.values():
+            yield from _strings(v)
+    elif isinstance(x, (list, tuple)):
+        for v in x:
+            yield from _strings(v)
+
+
+def text_corpus(benchmarks: Iterable[str], rows_per_split: int = 2) -> Iterator[str]:
+    """Every string the benchmarks' prompts are made of: their task configs' (templates, the
+    few-shot samples BBH's YAMLs carry) and the synthetic rows' (tests/rehearsal/models.py learns
+    its tokenizer's merges from them, so prompts tokenize to about as many tokens as real text)."""
+    benchmarks = list(benchmarks)
+    for b in benchmarks:
+        for cfg in leaf_task_configs(b).values():
+            yield from _strings(cfg)
+    for repo_id, configs in sorted(task_configs_by_dataset(benchmarks).items()):
+        schema = SCHEMAS[repo_id]
+        for name, tasks in sorted(configs.items(), key=lambda kv: kv[0] or ""):
+            for split in schema.splits:
+                for i in range(max(rows_needed(t, split, rows_per_split) for t in tasks)):
+                    yield from _strings(schema.rows(name, split, i, tasks[0]))
 
 
 def gated_datasets(repo_ids: Iterable[str]) -> list[str]:

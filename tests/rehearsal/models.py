@@ -11,8 +11,15 @@ vocabulary size, so embeddings and LM heads have the real number of rows:
 * MergeBench's Llama-3.2-3B fine-tunes: the base's tokenizer, 128,320 embedding rows
   (``vocab_size`` 128320), handled by the paper's ``merge.tokenizer_source: base``.
 
-The regular tokens are a byte-level BPE vocabulary: the 256 byte symbols (every text
-tokenizes, one token per byte) padded with unreachable filler entries to the real size.
+The regular tokens are a byte-level BPE vocabulary, as Llama-3's and Qwen3's: the 256 byte
+symbols (every text tokenizes), merges that make each word of the rehearsal's prompt text one token (``learned_bpe``;
+``data.text_corpus``: the 31 paper and Appendix E benchmarks' task configs, BBH's few-shot
+samples included, and their synthetic rows), and unreachable filler entries up to the
+real size. The merges keep prompts about as long in tokens as the real tokenizers make them
+(BBH's 3-shot prompts: ~320 tokens; one token per byte made them ~1,200) and make answer
+letters such as `` A`` one token, so lm-eval scores a multiple-choice question's choices from
+one forward pass, as with the real tokenizers; every position's logits still span the real
+vocabulary.
 Experts (the 48 of Appendix A and the 10 more of Appendix E) are their base plus small
 seeded random deltas, so none equals its base. The Llama bases are gated (401 without a
 token, served to a granted one). Weights are stored in bfloat16, as the real checkpoints.
@@ -71,6 +78,25 @@ def family(base: str) -> dict[str, Any]:
     return LLAMA3 if base.startswith("llama") else QWEN3
 
 
+@lru_cache(maxsize=1)
+def learned_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Byte-level BPE vocabulary and merges learned (``tokenizers``' BpeTrainer, merging until no
+    pair is left) from the rehearsal's prompt text, split as Llama-3's and Qwen3's pre-tokenizers
+    split it: every word of the corpus ends up one token. The same for both families; the same
+    from run to run (a fixed corpus in a fixed order)."""
+    from data import paper_benchmarks, text_corpus
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    trainer = trainers.BpeTrainer(vocab_size=min(LLAMA3["regular"], QWEN3["regular"]), min_frequency=1,
+                                  show_progress=False, initial_alphabet=sorted(pre_tokenizers.ByteLevel.alphabet()))
+    tok.train_from_iterator(text_corpus(paper_benchmarks()), trainer)
+    model = json.loads(tok.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ", 1)) for m in model["merges"]]
+    return dict(model["vocab"]), merges
+
+
 @lru_cache(maxsize=None)
 def tokenizer_files(fam: str) -> dict[str, bytes]:
     """``tokenizer.json`` + ``tokenizer_config.json`` + ``special_tokens_map.json`` of a
@@ -79,11 +105,11 @@ def tokenizer_files(fam: str) -> dict[str, bytes]:
     from transformers import PreTrainedTokenizerFast
 
     spec = LLAMA3 if fam == "llama" else QWEN3
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {ch: i for i, ch in enumerate(alphabet)}
+    vocab, merges = dict(learned_bpe()[0]), learned_bpe()[1]  # the cached vocabulary stays as learned
     # unreachable (no merge produces them): pads the regular vocabulary to its real size
     vocab.update({f"\u0120<filler{i}>": i for i in range(len(vocab), spec["regular"])})
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], ignore_merges=False))
+    # a word in the vocabulary is one token whatever the merges (`ignore_merges`, as in Llama-3's tokenizer.json)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=True))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in spec["special"]])
