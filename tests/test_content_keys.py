@@ -239,3 +239,19 @@ def test_scores_of_two_task_versions_stop_the_aggregation_naming_the_redo(tmp_pa
     assert msg.startswith("benchmark x: its score files were computed with 2 versions of its task definition")
     redo = f"rm {records[0][0]} {records[1][0]} && snakemake"
     assert f"`{redo}`" in msg and "y" not in msg.split("benchmark x")[0]
+
+
+def test_a_task_hash_ignores_the_memory_address_lm_eval_writes_for_a_function():
+    """lm-eval's results["configs"] write a `!function` as its repr (medmcqa's doc_to_text, as
+    two evaluation jobs of the rehearsal wrote it); without the address the hash is the same in
+    every process (the rehearsal's Appendix E table stopped on "13 versions" of medmcqa before)."""
+    from wildmerge.evaluation.lm_eval_run import task_hash
+
+    def cfg(fn: str) -> dict:
+        return {"task": "medmcqa", "doc_to_text": fn, "doc_to_choice": ["A", "B", "C", "D"]}
+
+    one, two = cfg("<function doc_to_text at 0x7fc35e0fb4c0>"), cfg("<function doc_to_text at 0x7f405ba4b420>")
+    assert task_hash(one) == task_hash(two)
+    assert task_hash(one) != task_hash(cfg("<function other_doc_to_text at 0x7fc35e0fb4c0>"))
+    plain = cfg("{{question}}")  # no callable: the hash is what it was before (score files stay valid)
+    assert task_hash(plain)["config_sha"] == stable_hash(plain, 16)

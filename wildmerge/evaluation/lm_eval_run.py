@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -38,8 +40,16 @@ def pick_metric(result: Mapping[str, Any], wanted: str | None) -> tuple[str, str
     )
 
 
-def _task_hash(config: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Hash of the task definition plus the content of any local data files it reads."""
+#: lm-eval's dump of a task config writes a callable (a ``!function`` such as medmcqa's
+#: ``doc_to_text``) as its repr, ``<function doc_to_text at 0x7fc35e0fb4c0>``: the address
+#: changes from process to process, the definition does not (the code is pinned by lm-eval's
+#: version for built-in tasks, and hashed by ``task_index.task_definitions`` for local ones)
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def task_hash(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Hash of the task definition plus the content of any local data files it reads; the same
+    in every process (no memory address of a callable in it)."""
     if not config:
         return {"config_sha": None}
     data: dict[str, str] = {}
@@ -50,6 +60,7 @@ def _task_hash(config: Mapping[str, Any] | None) -> dict[str, Any]:
                 if os.path.isfile(p):
                     data[f"{split}:{Path(p).name}"] = file_sha256(Path(p))
     cfg = {k: v for k, v in config.items() if k != "dataset_kwargs"}
+    cfg = json.loads(_ADDRESS.sub("", json.dumps(cfg, sort_keys=True, default=str)))
     return {"config_sha": stable_hash(cfg, 16), "data_sha": data}
 
 
@@ -175,8 +186,8 @@ def evaluate_model(
                 "n_samples": res.get("n-samples", {}).get(name),
                 "num_fewshot": res.get("n-shot", {}).get(name, shots),
                 "task_version": res.get("versions", {}).get(name),
-                "task_hash": _task_hash(cfg),
-                "subtask_hashes": {t: _task_hash(res.get("configs", {}).get(t)) for t in subtasks},
+                "task_hash": task_hash(cfg),
+                "subtask_hashes": {t: task_hash(res.get("configs", {}).get(t)) for t in subtasks},
                 "evaluation": dict(recorded),
                 "versions": versions(),
                 **dict(provenance or {}),
