@@ -125,12 +125,15 @@ def check_results(results: Path, config: dict) -> list[str]:
         problems += [f"{path}: no row for base {b}" for b in bases if b not in text]
     scores = pd.read_csv(results / "scores.csv")
     wanted = {b if isinstance(b, str) else b["name"] for b in config["evaluation"]["benchmarks"]}
-    model_cols = [c for c in ("base", "model") if c in scores.columns]
+    model_cols = ["base", "model_id"]  # scores.csv: one row per (base, model_id, benchmark)
     for key, rows in scores.groupby(model_cols):
         got = set(rows.loc[rows["score"].notna(), "benchmark"]) if "score" in rows else set(rows["benchmark"])
         if wanted - got:
             problems.append(f"{key}: not scored on {sorted(wanted - got)}")
     n_models = scores.groupby(model_cols).ngroups
+    experts = sum(len(spec["experts"]) for spec in config["bases"].values())
+    if n_models <= len(bases) + experts:
+        problems.append(f"scores.csv: {n_models} models, not the {len(bases)} bases, {experts} experts and their merges")
     print(f"\nscores.csv: {n_models} models x {len(wanted)} benchmarks ({len(scores)} rows)")
     return problems
 
