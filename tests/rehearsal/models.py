@@ -105,7 +105,8 @@ def tokenizer_files(fam: str) -> dict[str, bytes]:
     from transformers import PreTrainedTokenizerFast
 
     spec = LLAMA3 if fam == "llama" else QWEN3
-    vocab, merges = dict(learned_bpe()[0]), learned_bpe()[1]  # the cached vocabulary stays as learned
+    learned, merges = learned_bpe()
+    vocab = dict(learned)  # a copy: the cached vocabulary stays as learned
     # unreachable (no merge produces them): pads the regular vocabulary to its real size
     vocab.update({f"\u0120<filler{i}>": i for i in range(len(vocab), spec["regular"])})
     # a word in the vocabulary is one token whatever the merges (`ignore_merges`, as in Llama-3's tokenizer.json)

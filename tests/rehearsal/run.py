@@ -127,7 +127,7 @@ def check_results(results: Path, config: dict) -> list[str]:
     wanted = {b if isinstance(b, str) else b["name"] for b in config["evaluation"]["benchmarks"]}
     model_cols = ["base", "model_id"]  # scores.csv: one row per (base, model_id, benchmark)
     for key, rows in scores.groupby(model_cols):
-        got = set(rows.loc[rows["score"].notna(), "benchmark"]) if "score" in rows else set(rows["benchmark"])
+        got = set(rows.loc[rows["value"].notna(), "benchmark"])  # a NaN value is not a score
         if wanted - got:
             problems.append(f"{key}: not scored on {sorted(wanted - got)}")
     n_models = scores.groupby(model_cols).ngroups
