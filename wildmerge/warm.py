@@ -68,6 +68,7 @@ PRELOAD: tuple[tuple[str, ...], ...] = (
         "lm_eval.evaluator",
         "lm_eval.tasks",
         "lm_eval.models.huggingface",
+        "wildmerge.evaluation.continuation_lm",
         "datasets",
     ),
 )

@@ -115,8 +115,9 @@ def evaluate_model(
     Returns {benchmark: value}.
     """
     import lm_eval
-    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
+
+    from wildmerge.evaluation.continuation_lm import ContinuationHFLM
 
     include_path, seed, limit, budget = settings.include_path, settings.seed, settings.limit, settings.budget
     t0 = time.time()
@@ -128,7 +129,7 @@ def evaluate_model(
             f"evaluation.benchmarks: lm-eval knows no task {missing}"
             + (f" (include_path={include_path})" if include_path else "")
         )
-    lm = HFLM(
+    lm = ContinuationHFLM(
         pretrained=str(model_dir),
         dtype=settings.dtype,
         batch_size=settings.batch_size,
@@ -147,7 +148,7 @@ def evaluate_model(
         names = [b["name"] for b in group]
         t1 = time.time()
         plans = _budget_plans(task_manager, names, budget, seed, pools) if budget is not None else {}
-        recorded = {**settings.recorded(), **prompt.recorded()}
+        recorded = {**settings.recorded(), "logits": lm.logits_kept, **prompt.recorded()}
         with _chat_template(lm, prompt.apply_chat_template, model_dir) as template_sha:
             if template_sha:
                 recorded["chat_template_sha256"] = template_sha
