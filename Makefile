@@ -1,5 +1,5 @@
 # make run   : set up .venv and run the demo study (config.yaml), fully offline
-# make test  : set up .venv, lint, and run the test suite (what CI runs)
+# make test  : set up .venv, lint, run the test suite, then the rehearsal (what CI runs)
 # make test-quick : unit tests only (no workflow runs), for day-to-day work
 # make rehearsal : the paper study (config/paper.yaml) in miniature against a local fake hub (README: The rehearsal)
 # make lint  : ruff, snakefmt --check and snakemake --lint (settings in pyproject.toml)
@@ -31,6 +31,7 @@ run: setup
 
 test: lint
 	$(VENV)/bin/pytest -v
+	$(VENV)/bin/python tests/rehearsal/run.py --cores $(CORES)
 
 test-quick: setup
 	$(VENV)/bin/pytest -q -m "not slow"

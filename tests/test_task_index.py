@@ -4,6 +4,7 @@ is refused naming the ones it does."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -223,6 +224,23 @@ def test_builtin_index_is_cached_per_lm_eval_version(tmp_path, monkeypatch):
     assert first == {"t1": ti.TaskInfo("t1", ti.TASK, ("acc", "acc_norm")),
                      "tg": ti.TaskInfo("tg", ti.TAG, (), ("t1",)),
                      "g": ti.TaskInfo("g", ti.GROUP, (), ("t1",))}
+
+
+@pytest.mark.parametrize("benchmark", ["headqa", "ai2_arc", "mmlu", "leaderboard_bbh", "leaderboard_gpqa", "prost"])
+def test_the_cached_index_finds_the_datasets_lm_evals_own_index_finds(builtin, benchmark):
+    """The fetch job reads the cached index (builtin_dataset_index: milliseconds) where lm-eval's
+    TaskManager takes seconds; both give the same datasets and hub files."""
+    from wildmerge.hub.datasets import task_datasets
+
+    cached = task_datasets(benchmark, None, ti.builtin_dataset_index())
+    assert cached and cached == task_datasets(benchmark, None, _lm_eval_index())
+
+
+@functools.cache
+def _lm_eval_index():
+    from wildmerge.hub.datasets import task_manager_index
+
+    return task_manager_index(None, "mmlu")
 
 
 # --------------------------------------------------------------------------- at DAG build

@@ -130,11 +130,35 @@ def check_results(results: Path, config: dict) -> list[str]:
         got = set(rows.loc[rows["value"].notna(), "benchmark"])  # a NaN value is not a score
         if wanted - got:
             problems.append(f"{key}: not scored on {sorted(wanted - got)}")
+    problems += check_score_files(results, config)
     n_models = scores.groupby(model_cols).ngroups
     experts = sum(len(spec["experts"]) for spec in config["bases"].values())
     if n_models <= len(bases) + experts:
         problems.append(f"scores.csv: {n_models} models, not the {len(bases)} bases, {experts} experts and their merges")
     print(f"\nscores.csv: {n_models} models x {len(wanted)} benchmarks ({len(scores)} rows)")
+    return problems
+
+
+def check_score_files(results: Path, config: dict) -> list[str]:
+    """Each score file of the main study: the few-shot count and metric its benchmark entry sets,
+    and a group scored over the same subtasks for every model (MMLU 57, BBH 24, GPQA 3)."""
+    specs = {b["name"]: b for b in config["evaluation"]["benchmarks"] if isinstance(b, dict)}
+    problems: list[str] = []
+    subtasks: dict[str, set[int]] = collections.defaultdict(set)
+    files = sorted((results / "scores").glob("*/*/*.json"))
+    for path in files:
+        rec = json.loads(path.read_text())
+        spec = specs.get(rec["benchmark"], {})
+        for key in ("num_fewshot", "metric"):
+            if key in spec and rec.get(key) != spec[key]:
+                problems.append(f"{path}: {key} {rec.get(key)!r}, the config says {spec[key]!r}")
+        subtasks[rec["benchmark"]].add(len(rec.get("subtask_hashes") or {}))
+    groups = {b: n.pop() for b, n in subtasks.items() if len(n) == 1 and 0 not in n}
+    problems += [f"{b}: scored over {sorted(n)} subtasks in different files" for b, n in subtasks.items() if len(n) > 1]
+    for group, n in {"mmlu": 57, "leaderboard_bbh": 24, "leaderboard_gpqa": 3}.items():
+        if group in subtasks and groups.get(group) != n:
+            problems.append(f"{group}: scored over {sorted(subtasks[group])} subtasks, lm-eval's group has {n}")
+    print(f"score files: {len(files)}, few-shot and metric as configured; groups' subtasks {groups}")
     return problems
 
 

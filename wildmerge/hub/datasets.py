@@ -61,17 +61,44 @@ def data_file_urls(data_files: Any) -> list[str]:
     return [] if data_files is None else [str(data_files)]
 
 
-def task_datasets(benchmark: str, include_path: str | None) -> list[HubData]:
+class IndexEntry(NamedTuple):
+    """One name of lm-eval's task index, as :func:`task_datasets` reads it: ``kind`` (``task``,
+    ``python_task``, ``group`` or ``tag``), the YAML defining it (None: ``cfg`` holds it; a tag
+    has neither) and, for a tag, its tasks."""
+
+    kind: str
+    yaml_path: str | None
+    cfg: Mapping[str, Any] | None = None
+    members: tuple[str, ...] = ()
+
+
+def task_manager_index(include_path: str | None, benchmark: str) -> dict[str, IndexEntry]:
+    """lm-eval's own task index as :class:`IndexEntry` rows (building it parses every built-in
+    task YAML: seconds; a job can pass a cached one to :func:`task_datasets` instead)."""
+    from lm_eval.tasks import TaskManager
+
+    tm = TaskManager(include_path=include_path, include_defaults=not _all_local(benchmark, include_path))
+    tags: dict[str, list[str]] = {}
+    for name, e in tm.task_index.items():
+        for t in e.tags:
+            tags.setdefault(t, []).append(name)
+    kinds = {"TASK": "task", "PY_TASK": "python_task", "GROUP": "group", "TAG": "tag"}
+    return {name: IndexEntry(kinds.get(e.kind.name, e.kind.name.lower()),
+                             str(e.yaml_path) if e.yaml_path else None, e.cfg, tuple(tags.get(name, ())))
+            for name, e in tm.task_index.items()}
+
+
+def task_datasets(benchmark: str, include_path: str | None,
+                  index: Mapping[str, IndexEntry] | None = None) -> list[HubData]:
     """The hub data a benchmark (task, group or tag) reads, from lm-eval's YAML: its datasets, and
     the repository files its ``dataset_kwargs.data_files`` name by ``hf://datasets/`` URL.
+    ``index``: lm-eval's task index (default: :func:`task_manager_index`, built here).
 
     Local datasets (``json``/``csv``/... builders with files on disk) are left out.
     """
-    from lm_eval.tasks import TaskManager
-    from lm_eval.tasks._index import Kind
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    tm = TaskManager(include_path=include_path, include_defaults=not _all_local(benchmark, include_path))
+    index = task_manager_index(include_path, benchmark) if index is None else index
     found: dict[HubData, None] = {}
     seen: set[str] = set()
 
@@ -79,16 +106,15 @@ def task_datasets(benchmark: str, include_path: str | None) -> list[HubData]:
         if name in seen:
             return
         seen.add(name)
-        entry = tm.task_index.get(name)
+        entry = index.get(name)
         if entry is None:
             raise HubError(f"evaluation.benchmarks: {name!r} (in {benchmark}) is not an lm-eval task, group or tag")
-        if entry.kind == Kind.TAG:
-            for other, e in tm.task_index.items():
-                if name in e.tags:
-                    visit(other)
+        if entry.kind == "tag":
+            for other in entry.members:
+                visit(other)
             return
         cfg = load_yaml(entry.yaml_path, resolve_func=False) if entry.yaml_path else dict(entry.cfg or {})
-        if entry.kind == Kind.GROUP:
+        if entry.kind == "group":
             for sub in cfg.get("task", []):
                 if isinstance(sub, str):
                     visit(sub)
