@@ -141,7 +141,7 @@ def check_results(results: Path, config: dict) -> list[str]:
 
 def check_score_files(results: Path, config: dict) -> list[str]:
     """Each score file of the main study: the few-shot count and metric its benchmark entry sets,
-    and a group scored over the same subtasks for every model (MMLU 57, BBH 24, GPQA 3)."""
+    and a group scored over the same tasks for every model (MMLU 57, BBH 24, GPQA 3)."""
     specs = {b["name"]: b for b in config["evaluation"]["benchmarks"] if isinstance(b, dict)}
     problems: list[str] = []
     subtasks: dict[str, set[int]] = collections.defaultdict(set)
@@ -152,8 +152,9 @@ def check_score_files(results: Path, config: dict) -> list[str]:
         for key in ("num_fewshot", "metric"):
             if key in spec and rec.get(key) != spec[key]:
                 problems.append(f"{path}: {key} {rec.get(key)!r}, the config says {spec[key]!r}")
-        subtasks[rec["benchmark"]].add(len(rec.get("subtask_hashes") or {}))
-    groups = {b: n.pop() for b, n in subtasks.items() if len(n) == 1 and 0 not in n}
+        if rec.get("subtask_hashes"):  # a group: the tasks its per-item outcomes come from
+            subtasks[rec["benchmark"]].add(len((rec.get("items") or {}).get("tasks") or []))
+    groups = {b: next(iter(n)) for b, n in subtasks.items() if len(n) == 1}
     problems += [f"{b}: scored over {sorted(n)} subtasks in different files" for b, n in subtasks.items() if len(n) > 1]
     for group, n in {"mmlu": 57, "leaderboard_bbh": 24, "leaderboard_gpqa": 3}.items():
         if group in subtasks and groups.get(group) != n:
