@@ -401,7 +401,8 @@ def test_warm_worker_and_fresh_processes_give_identical_results(small_study, mon
     assert preloaded == [list(stage) for stage in warm.PRELOAD], server[-3000:]  # every stage, none failed
     ran = [json.loads(line) for line in (small_study / ".snakemake/log/wildmerge-warm-jobs.jsonl").read_text().splitlines()]
     assert all(r["exit"] == 0 for r in ran)
-    assert Counter(r["rule"] for r in ran) == {"demo_base": 1, "demo_expert": 2, "evaluate": MODELS - 1, "merge_evaluate": 1}
+    assert Counter(r["rule"] for r in ran) == {"demo_base": 1, "demo_expert": 2, "preflight": MODELS - 1, "evaluate": MODELS - 1,
+                                               "merge_evaluate": 1, "geometry": 1}
 
     # a path as long as small_study's: the merged model's card and mergekit config name their
     # inputs' absolute paths, so its size in the manifest (output.bytes) follows the path's length
