@@ -1,6 +1,6 @@
 """The SLURM profile, for real: a one-node SLURM on localhost (Debian slurm-wlm + munge,
-fake GPU gres) runs the demo study and a small Appendix-E study through `snakemake --profile
-slurm` with the profile's own default resources, partition and account from the environment
+fake GPU gres) runs the demo study (one subset per size: all 7 methods, 14 merged models) and a
+small Appendix-E study through `snakemake --profile slurm` with the profile's own default resources, partition and account from the environment
 variables the README names (merged-model and checkpoint evaluations as job arrays, each
 homogeneous merge with its suite evaluations as one `merge_eval` group job), and the profile's
 `jobs` cap holds on the cluster."""
@@ -27,10 +27,13 @@ CPU_RULES = {"demo_base", "demo_expert", "demo_tasks", "preflight", "geometry"}
 # the test cluster's second partition, not its default (tests/slurm/cluster.sh), so a job lands
 # there only if it asked for it; any account is taken: the cluster has no slurmdbd
 PARTITION, ACCOUNT = "gpu", "wildmerge-test"
-# Appendix E, as small as it gets on the demo: two groups of two experts from the main pool (no
+# The demo with one subset per size, n = 2 and all 8 (every method: 14 merged models, where the
+# local demo has 35; the SLURM mechanics are the same for each), and Appendix E, as small as it
+# gets on the demo: two groups of two experts from the main pool (no
 # extra expert to train), one method: 3 merges (rule `merge`), each run with its suite
 # evaluations as one `merge_eval` group job, and the base and experts on the suites
 HOMOGENEOUS = """\
+subsets: {sizes: [2, all], per_size: 1}
 homogeneous:
   tiny-llama:
     methods: [ta]
@@ -216,13 +219,16 @@ def test_demo_study_through_slurm_profile_equals_local_run(slurm_env, demo_run, 
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
     print(f"run through the profile: {time.time() - t0:.0f} s")
 
+    # the cluster ran the first of each size's subsets the local demo drew (draw_subsets ranks
+    # them, per_size takes the first): its scores are the local run's rows for those models
     local = pd.read_csv(demo_run / "results" / "demo" / "scores.csv", keep_default_na=False)
     remote = pd.read_csv(work / "results" / "demo" / "scores.csv", keep_default_na=False)
-    pd.testing.assert_frame_equal(remote, local)
-    for table in ("table1", "table2", "table3"):
-        assert (work / "results/demo/tables" / f"{table}.md").read_text() == (
-            demo_run / "results/demo/tables" / f"{table}.md"
-        ).read_text()
+    merged = remote[remote.role == "merged"]
+    assert merged.model_id.nunique() == 2 * 7 and set(merged.n) == {2, 8}, sorted(set(merged.model_id))
+    assert set(remote.model_id) - set(merged.model_id) == set(local[local.role != "merged"].model_id)
+    mine = local[local.model_id.isin(set(remote.model_id))].reset_index(drop=True)
+    pd.testing.assert_frame_equal(remote.reset_index(drop=True), mine)
+    assert all((work / "results/demo/tables" / f"{t}.md").is_file() for t in ("table1", "table2", "table3"))
     table = pd.read_csv(work / "results/demo/tables/homogeneous.csv")
     assert sorted(zip(table.suite, table.method)) == [("memory", "ta"), ("reasoning", "ta")]
 
