@@ -92,6 +92,11 @@ class Layout:
         attn = 4 * self.layers * self.heads * self.head_dim * context / 2
         return 2.0 * (self.layer_params + self.vocab * self.hidden) + attn
 
+    @property
+    def head_flops(self) -> float:
+        """FLOPs of one row of vocabulary logits (the LM head on one position)."""
+        return 2.0 * self.vocab * self.hidden
+
 
 # The paper's four bases (their hub config.json; bf16 weights). Checked by tests/test_plan.py
 # against the parameter counts their model cards state (3.21 B, 8.03 B, 4.02 B, 8.19 B).

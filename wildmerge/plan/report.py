@@ -144,7 +144,10 @@ class Plan:
         total = 0.0
         for name in benchmarks:
             s = self.bench(base, name)
-            total += s.tokens * lay.forward_flops(0.0) + 2.0 * lay.layers * lay.heads * lay.head_dim * s.tokens_sq
+            # the LM head on the continuation's positions only (ContinuationHFLM): one per pass
+            head = s.forwards * lay.head_flops
+            total += s.tokens * (lay.forward_flops(0.0) - lay.head_flops) + head
+            total += 2.0 * lay.layers * lay.heads * lay.head_dim * s.tokens_sq
         return total
 
     # ---- jobs -------------------------------------------------------------------------
