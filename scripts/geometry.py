@@ -9,11 +9,10 @@ from pathlib import Path  # noqa: E402
 
 from wildmerge.aggregate.figures import plot_cosine_heatmap, plot_layer_signs  # noqa: E402
 from wildmerge.geometry import pairwise_cosine  # noqa: E402
-from wildmerge.smk import limit_threads, setup_logging  # noqa: E402
+from wildmerge.smk import setup_logging  # noqa: E402
 
 smk = snakemake  # noqa: F821
 log = setup_logging(smk)
-limit_threads(smk)
 base = smk.wildcards.base
 dirs = {name: Path(d) for name, d in zip(smk.params.names, smk.input.experts)}
 cos, layers, norms = pairwise_cosine(Path(smk.input.base), dirs, with_norms=True)

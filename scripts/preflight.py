@@ -10,7 +10,7 @@ from wildmerge.failures import clear, marker_for, record, refuse_if_recorded  # 
 from wildmerge.preflight.finite import NonFiniteWeightsError, nonfinite_tensors  # noqa: E402
 from wildmerge.preflight.checks import PreflightError, check_checkpoint  # noqa: E402
 from wildmerge.provenance import atomic_write_json, checkpoint_record  # noqa: E402
-from wildmerge.smk import limit_threads, setup_logging  # noqa: E402
+from wildmerge.smk import setup_logging  # noqa: E402
 from wildmerge.study.rerun import pending_content_file  # noqa: E402
 
 
@@ -20,7 +20,6 @@ class TokenizerLoadError(ValueError):
 
 smk = snakemake  # noqa: F821
 log = setup_logging(smk)
-limit_threads(smk)
 ck = smk.params.checkpoint
 marker = marker_for(smk.log[0])
 refuse_if_recorded(marker, [smk.input.model, smk.input.base])

@@ -8,7 +8,7 @@ last positions only (transformers' ``logits_to_keep``), enough for every continu
 batch; lm-eval's own code then slices them, which it already supports for a model whose logits
 are shorter than its input ("virtual tokens", ``ctx_len = inplen + logits_len - padding_len``).
 The kept rows are the same projection of the same hidden states, so the scores are lm-eval's
-up to the rounding of a matrix product of another shape (tests/test_evaluation.py compares them).
+up to the rounding of a matrix product of another shape (tests/test_continuation_lm.py compares them).
 
 Hand-written because lm-eval has no such option (0.4.13); it touches no other request type:
 ``generate_until``, seq2seq models and lm-eval's batch-size detection use the full logits.

@@ -208,13 +208,14 @@ def builtin_index() -> dict[str, TaskInfo]:
 def builtin_dataset_index() -> dict[str, IndexEntry] | None:
     """lm-eval's built-in index as ``wildmerge.hub.datasets.task_datasets`` reads it, from the
     cached :func:`builtin_index` (milliseconds, where lm-eval's TaskManager takes seconds); None
-    if an entry other than a tag has no YAML file (its config is not cached)."""
+    if an entry other than a tag has no YAML file (its config is not cached), or its YAML is
+    not where the cache says (another lm-eval install of the same version)."""
     from wildmerge.hub.datasets import IndexEntry
 
     root = _tasks_dir()
     out = {}
     for name, info in builtin_index().items():
-        if info.kind != TAG and info.yaml is None:
+        if info.kind != TAG and (info.yaml is None or not (root / info.yaml).is_file()):
             return None
         out[name] = IndexEntry(info.kind, str(root / info.yaml) if info.yaml else None, None, info.members)
     return out

@@ -78,14 +78,14 @@ def task_manager_index(include_path: str | None, benchmark: str) -> dict[str, In
     from lm_eval.tasks import TaskManager
 
     tm = TaskManager(include_path=include_path, include_defaults=not _all_local(benchmark, include_path))
-    tags: dict[str, list[str]] = {}
-    for name, e in tm.task_index.items():
-        for t in e.tags:
-            tags.setdefault(t, []).append(name)
     kinds = {"TASK": "task", "PY_TASK": "python_task", "GROUP": "group", "TAG": "tag"}
-    return {name: IndexEntry(kinds.get(e.kind.name, e.kind.name.lower()),
-                             str(e.yaml_path) if e.yaml_path else None, e.cfg, tuple(tags.get(name, ())))
-            for name, e in tm.task_index.items()}
+    out = {}
+    for name, e in tm.task_index.items():
+        kind = kinds.get(e.kind.name, e.kind.name.lower())
+        # a tag entry's `tags` are its tasks (what lm-eval loads for it); a task's, its tags
+        out[name] = IndexEntry(kind, str(e.yaml_path) if e.yaml_path else None, e.cfg,
+                               tuple(sorted(e.tags)) if kind == "tag" else ())
+    return out
 
 
 def task_datasets(benchmark: str, include_path: str | None,
