@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from workflow_helpers import OFFLINE, REPO, SNAKEMAKE
 
@@ -228,7 +229,15 @@ def test_demo_study_through_slurm_profile_equals_local_run(slurm_env, demo_run, 
     assert set(remote.model_id) - set(merged.model_id) == set(local[local.role != "merged"].model_id)
     mine = local[local.model_id.isin(set(remote.model_id))].reset_index(drop=True)
     pd.testing.assert_frame_equal(remote.reset_index(drop=True), mine)
-    assert all((work / "results/demo/tables" / f"{t}.md").is_file() for t in ("table1", "table2", "table3"))
+    # and its tables are those the local code makes of those rows
+    from wildmerge.aggregate.tables import write_tables
+
+    mine.to_csv(tmp_path / "mine.csv", index=False)
+    groups = yaml.safe_load((REPO / "config.yaml").read_text())["tables"]
+    write_tables(tmp_path / "mine.csv", tmp_path / "mine-tables", groups)
+    for table in ("table1", "table2", "table3", "paired"):
+        assert (work / "results/demo/tables" / f"{table}.md").read_text() == (
+            tmp_path / "mine-tables" / f"{table}.md").read_text(), table
     table = pd.read_csv(work / "results/demo/tables/homogeneous.csv")
     assert sorted(zip(table.suite, table.method)) == [("memory", "ta"), ("reasoning", "ta")]
 
