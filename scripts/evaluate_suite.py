@@ -1,8 +1,10 @@
 """Rule evaluate_suite: a model scored on a homogeneous group's suite (wildmerge.evaluation.job)."""
 
+from wildmerge.evaluation.start import warm_prepare
 from wildmerge.warm import run_warm
 
-run_warm()  # in a local run: forked from the warm worker (imports done); returns here there
+# in a local run: forked from the warm worker (imports done, the job's datasets loaded); returns there
+run_warm(prepare=warm_prepare(snakemake))  # noqa: F821
 
 from wildmerge.evaluation.start import start_job  # noqa: E402
 

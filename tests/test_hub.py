@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -540,18 +541,28 @@ def test_deterministic_failure_runs_once_under_the_slurm_profile(hub, tmp_path: 
 
 LOAD_TASK = """
 import json, sys
-from wildmerge.hub.datasets import use_fetched_data
+import datasets
+from wildmerge.hub.datasets import preload_fetched, use_fetched_data
+loads = []
+real = datasets.load_dataset
+datasets.load_dataset = lambda *a, **k: loads.append(a) or real(*a, **k)  # counts the loads from the cache
+if len(sys.argv) > 3:  # what the warm worker does before forking the job (wildmerge.warm: prepare)
+    preload_fetched(sys.argv[3])
+    loads.clear()
 if sys.argv[2]:
     use_fetched_data([sys.argv[2]])
 from lm_eval.tasks import TaskManager
 task = TaskManager(include_path=sys.argv[1], include_defaults=False).load_task_or_group(["tinybench"])["tinybench"]
-print(json.dumps([doc["question"] for doc in task.test_docs()]))
+print(json.dumps([[doc["question"] for doc in task.test_docs()], len(loads)]))
 """
 
 
 def test_lm_eval_loads_the_locked_dataset_commit_offline_not_the_latest_cached(hub, tmp_path: Path) -> None:
     """lm-eval's own task loading, offline, in an evaluation job: the locked commit's rows, although
-    upstream moved on and a newer commit is the most recent one in the shared datasets cache."""
+    upstream moved on and a newer commit is the most recent one in the shared datasets cache;
+    loaded once per process, or once in the warm worker for the jobs it forks."""
+    from wildmerge.hub.datasets import write_index
+
     state, env = hub
     env = {**env, "HF_HOME": str(tmp_path / "hfhome"), "HF_DATASETS_OFFLINE": "0"}
     offline = {**env, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -569,13 +580,19 @@ def test_lm_eval_loads_the_locked_dataset_commit_offline_not_the_latest_cached(h
     newer = "import datasets; datasets.load_dataset('org/tinyds')"  # e.g. another study sharing the cache
     assert subprocess.run([sys.executable, "-c", newer], env=env, capture_output=True, timeout=120).returncode == 0
 
-    def questions(rec: str) -> list[str]:
-        r = subprocess.run([sys.executable, "-c", LOAD_TASK, str(tasks), rec], env=offline, capture_output=True, text=True, timeout=300)
+    def questions(*args: str) -> list[Any]:
+        r = subprocess.run([sys.executable, "-c", LOAD_TASK, str(tasks), *args], env=offline, capture_output=True, text=True,
+                           timeout=300)
         assert r.returncode == 0, r.stderr[-3000:]
         return json.loads(r.stdout.strip().splitlines()[-1])
 
-    assert questions("") == ["2+2", "3+3"]  # unpinned, datasets offline takes the latest cached commit
-    assert questions(str(record)) == ["1+1"]  # pinned: the locked commit
+    assert questions("") == [["2+2", "3+3"], 1]  # unpinned, datasets offline takes the latest cached commit
+    # pinned: the locked commit, loaded once for the job's check and lm-eval's task
+    assert questions(str(record)) == [["1+1"], 1]
+    index = tmp_path / "data/index.json"  # the evaluation jobs' one data input (write_index)
+    write_index([str(record)], index)
+    # loaded by the warm worker before it forks the job: the job loads nothing itself
+    assert questions(str(index), str(index)) == [["1+1"], 0]
     assert json.loads(one.read_text())["commit"] == first
 
 
@@ -616,7 +633,7 @@ def test_a_task_reading_its_data_file_by_hub_url_has_it_fetched_locked_and_loade
     r = subprocess.run([sys.executable, "-c", LOAD_TASK, str(tasks), str(record)], env=offline, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert json.loads(r.stdout.strip().splitlines()[-1]) == ["1+1"]
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == [["1+1"], 1]
     (tmp_path / "hfcache").rename(tmp_path / "hfcache-gone")  # locked, but not in the hub cache (HF_HUB_CACHE)
     gone = data("--check", e=offline)
     assert gone.returncode == 2 and "benchmark tinybench" in gone.stderr and "not in the hub cache" in gone.stderr, gone.stderr

@@ -22,7 +22,7 @@ JOB = textwrap.dedent(
     import json, os, sys, time
     from wildmerge.warm import run_warm
 
-    run_warm()
+    run_warm(prepare=json.loads(os.environ["PREPARE"]) if os.environ.get("PREPARE") else None)
     import wildmerge.warm as w
 
     if os.environ.get("SLEEP"):
@@ -30,7 +30,8 @@ JOB = textwrap.dedent(
         time.sleep(60)
     print(json.dumps({"pid": os.getpid(), "in_worker": w._IN_WORKER, "cwd": os.getcwd(), "argv": sys.argv[1:],
                       "var": os.environ.get("JOB_VAR"), "tmp": __import__("tempfile").gettempdir(),
-                      "preloaded": "json_preloaded_marker" in sys.modules}))
+                      "preloaded": "json_preloaded_marker" in sys.modules,
+                      "prepared": getattr(sys.modules.get("json_preloaded_marker"), "PREPARED", None)}))
     print("to stderr", file=sys.stderr)
     if os.environ.get("FAIL"):
         raise ValueError("job failed")
@@ -42,7 +43,9 @@ JOB = textwrap.dedent(
 @pytest.fixture
 def server(tmp_path, monkeypatch):
     """A warm server preloading only a marker module (fast), its socket exported."""
-    (tmp_path / "json_preloaded_marker.py").write_text("")
+    (tmp_path / "json_preloaded_marker.py").write_text(
+        "import os\nPREPARED = []\n\n\ndef prepare(what):\n    if what == 'fail':\n"
+        "        raise RuntimeError('cannot prepare')\n    PREPARED.append([what, os.getpid()])\n")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), str(tmp_path)]))
     monkeypatch.delenv(warm.SOCKET_ENV, raising=False)
     monkeypatch.delenv(warm.ENABLE_ENV, raising=False)
@@ -73,6 +76,22 @@ def test_job_runs_in_the_worker_with_its_own_state(server, tmp_path):
     assert "to stderr" in proc.stderr
     record = json.loads((tmp_path / "jobs.jsonl").read_text().splitlines()[-1])
     assert record["exit"] == 0 and record["cpu_s"] >= 0
+
+
+def test_what_the_server_prepares_for_a_job_is_inherited_by_it_and_later_jobs(server, tmp_path):
+    """run_warm(prepare=...): called in the server before the fork (evaluation jobs: their
+    datasets, wildmerge.evaluation.start.warm_prepare); a failure is logged, the job still runs."""
+    first = run_job(tmp_path, PREPARE=json.dumps(["json_preloaded_marker:prepare", ["data-a"]]))
+    second = run_job(tmp_path, PREPARE=json.dumps(["json_preloaded_marker:prepare", ["data-b"]]))
+    failed = run_job(tmp_path, PREPARE=json.dumps(["json_preloaded_marker:prepare", ["fail"]]))
+    assert first.returncode == second.returncode == failed.returncode == 0, failed.stderr
+    server_pid = server.pid
+    assert json.loads(first.stdout)["prepared"] == [["data-a", server_pid]]
+    assert json.loads(second.stdout)["prepared"] == [["data-a", server_pid], ["data-b", server_pid]]
+    assert json.loads(failed.stdout)["in_worker"]
+    warm.stop(server)
+    log = (tmp_path / "server.log").read_text()
+    assert "prepared json_preloaded_marker:prepare" in log and "RuntimeError('cannot prepare')" in log
 
 
 def test_exit_status_and_traceback_are_the_jobs(server, tmp_path):

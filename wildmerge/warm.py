@@ -10,6 +10,10 @@ stderr, working directory, environment and ``sys.path``, runs the job's script f
 top (where :func:`run_warm` now returns at once) and reports the exit status. The job
 process waits for it, so Snakemake sees an ordinary job (outputs, exit status, log file).
 
+A job may ask the server to *prepare* first (``run_warm(prepare=...)``): a function the server
+calls itself before forking that job, so the job and every later one inherit what it loaded
+(an evaluation job: its ~100 benchmark datasets, which each job would otherwise load twice).
+
 Without a server (a cluster job, ``WILDMERGE_WARM=0``, an environment that differs in a
 variable read at import, the server gone) :func:`run_warm` returns and the job runs in its
 own process as before. The server stops when Snakemake closes its stdin (``stop``) or
@@ -70,6 +74,7 @@ PRELOAD: tuple[tuple[str, ...], ...] = (
         "lm_eval.models.huggingface",
         "wildmerge.evaluation.continuation_lm",
         "datasets",
+        "wildmerge.evaluation.lm_eval_run:preload_environment_info",
     ),
 )
 
@@ -139,11 +144,16 @@ def _recv(sock: socket.socket, fds: list[int] | None = None) -> Any:
 # --- the job side ------------------------------------------------------------------------
 
 
-def run_warm(snakemake: Any = None) -> None:
+def run_warm(snakemake: Any = None, prepare: tuple[str, Sequence[Any]] | None = None) -> None:
     """Hand this job to the run's warm server and exit with the child's status.
 
     Returns (and the caller runs the job itself) in the forked child, and whenever no
     server can take the job. Call it first in a job script, before importing anything heavy.
+
+    ``prepare``: ``("module:function", [arguments])`` (JSON values), called by the server itself
+    before it forks the job, so that this job and later ones inherit what it loads (e.g. the
+    job's benchmark datasets). It must be idempotent and cheap when repeated; its failure is
+    only logged: the job then does the work itself.
     """
     if _IN_WORKER or not enabled():
         return
@@ -165,6 +175,7 @@ def run_warm(snakemake: Any = None) -> None:
         "sys_path": sys.path,
         "fds": fds,
         "fingerprint": fingerprint(),
+        "prepare": list(prepare) if prepare else None,
     }
     try:
         _send(sock, request, fds)
@@ -250,14 +261,31 @@ def serve(path: str, stages: Sequence[Sequence[str]] = PRELOAD, jobs_log: str | 
                     os.unlink(path)
                 continue
             conn, _ = listener.accept()
+            fds: list[int] = []
+            try:
+                conn.settimeout(10)  # the job process sends its request as soon as it connects
+                request = _recv(conn, fds)
+                conn.settimeout(None)
+            except (OSError, EOFError, ValueError):
+                conn.close()
+                for fd in fds:
+                    os.close(fd)
+                continue
+            reason = _mismatch(request, server_fp)
+            if reason is None and request.get("prepare"):
+                while pending:  # a job that prepares uses the libraries: all of them are imported first
+                    _import_stage(pending.pop(0))
+                _prepare(request["prepare"])
             pid = os.fork()
             if pid == 0:
                 sel.close()
                 listener.close()
                 # what the imports set in the environment, a fresh job process would set too
                 changed = {k: v for k, v in os.environ.items() if before.get(k) != v}
-                _child(conn, server_fp, changed, jobs_log)  # never returns
+                _child(conn, request, fds, reason, changed, jobs_log)  # never returns
             conn.close()
+            for fd in fds:
+                os.close(fd)
             children.add(pid)
         if running and not events and pending:
             _import_stage(pending.pop(0))
@@ -283,17 +311,29 @@ def _mismatch(request: dict[str, Any], server_fp: dict[str, Any]) -> str | None:
     return f"environment differs from the warm worker's in {', '.join(differ)}" if differ else None
 
 
-def _child(conn: socket.socket, server_fp: dict[str, Any], changed: dict[str, str], jobs_log: str | None) -> None:
-    """In the forked child: take over the job's process state, run its script, report."""
+def _prepare(spec: Sequence[Any]) -> None:
+    """A job's ``prepare`` call (run_warm), in the server: its jobs inherit what it loads."""
+    started = time.perf_counter()
+    try:
+        target, args = spec
+        module, _, function = str(target).partition(":")
+        getattr(importlib.import_module(module), function)(*args)
+    except Exception as err:  # noqa: BLE001 - the job does the work itself, and reports its errors
+        print(f"wildmerge.warm: preparing {spec!r} failed: {err!r}", file=sys.stderr, flush=True)
+        return
+    print(f"wildmerge.warm: prepared {target} in {time.perf_counter() - started:.2f} s", file=sys.stderr, flush=True)
+
+
+def _child(conn: socket.socket, request: dict[str, Any], fds: list[int], reason: str | None,
+           changed: dict[str, str], jobs_log: str | None) -> None:
+    """In the forked child: take over the job's process state (``request``, its file
+    descriptors ``fds``), run its script, report; or refuse it (``reason``)."""
     code = 1
     try:
         os.setpgid(0, 0)
         for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        fds: list[int] = []
-        request = _recv(conn, fds)
-        reason = _mismatch(request, server_fp)
         _send(conn, {"accepted": reason is None, "reason": reason})
         if reason is not None:
             os._exit(0)

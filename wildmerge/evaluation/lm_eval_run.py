@@ -9,6 +9,7 @@ nothing is shared between models.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -80,6 +81,25 @@ def preload_task_index() -> Any:
     return _BUILTIN_INDEX[0]
 
 
+def environment_info_once() -> None:
+    """lm-eval's ``simple_evaluate`` puts torch's environment report into each call's results, which
+    wildmerge does not keep (score files record ``versions()``); torch makes it anew each time
+    (``torch.utils.collect_env``: ~11 subprocesses, ~0.3 s). Made once per process from here on:
+    the warm worker makes it before forking evaluation jobs (wildmerge.warm.PRELOAD)."""
+    import torch.utils.collect_env as collect_env
+
+    if not hasattr(collect_env.get_pretty_env_info, "cache_info"):
+        collect_env.get_pretty_env_info = functools.cache(collect_env.get_pretty_env_info)
+
+
+def preload_environment_info() -> None:
+    """The warm worker's stage: :func:`environment_info_once`, and the report made for its jobs."""
+    environment_info_once()
+    import torch.utils.collect_env as collect_env
+
+    collect_env.get_pretty_env_info()
+
+
 def _task_manager(factory: Any, include_path: str | Path | None, names: Sequence[str]) -> Any:
     """lm-eval's TaskManager; only the include path is indexed when it holds every task.
 
@@ -120,6 +140,7 @@ def evaluate_model(
     from wildmerge.evaluation.continuation_lm import ContinuationHFLM
 
     include_path, seed, limit, budget = settings.include_path, settings.seed, settings.limit, settings.budget
+    environment_info_once()
     t0 = time.time()
     task_manager = _task_manager(TaskManager, include_path, [b["name"] for b in benchmarks])
     known = set(task_manager.all_tasks)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 
@@ -23,3 +24,12 @@ def start_job(smk: Any) -> tuple[logging.Logger, list[dict[str, Any]]]:
     log = setup_logging(smk)
     limit_threads(smk)
     return log, datasets
+
+
+def warm_prepare(smk: Any) -> tuple[str, list[str]] | None:
+    """What the warm worker loads for this job before forking it (wildmerge.warm.run_warm's
+    ``prepare``): the datasets of the job's data index, which this and later jobs then inherit
+    instead of each loading ~100 of them twice (its check, then lm-eval's tasks)."""
+    if "data" not in smk.input.keys():
+        return None
+    return "wildmerge.hub.datasets:preload_fetched", [os.path.abspath(str(smk.input.data))]

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wildmerge.evaluation.lm_eval_run import METRIC_FALLBACK
+from wildmerge.hub.datasets import INDEX_KINDS
 from wildmerge.provenance import cache_dir, file_sha256, stable_hash
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ __all__ = ["TaskInfo", "benchmark_problems", "builtin_dataset_index", "builtin_i
            "study_benchmarks", "task_definitions"]
 
 #: Kinds of lm-eval index entries (lm_eval.tasks._index.Kind, lower case).
-TASK, PYTHON_TASK, GROUP, TAG = "task", "python_task", "group", "tag"
+TASK, PYTHON_TASK, GROUP, TAG = (INDEX_KINDS[k] for k in ("TASK", "PY_TASK", "GROUP", "TAG"))
 #: Format of the cached index file (part of its name: a new format is a new file).
 FORMAT = 2
 #: How many problems, and how many tasks of a tag or group, a message shows.
@@ -136,11 +137,10 @@ def _tasks_dir() -> Path:
 
 def _from_task_manager(tm: Any) -> dict[str, TaskInfo]:
     """Name -> TaskInfo of every entry of an lm-eval TaskManager's index."""
-    kinds = {"TASK": TASK, "PY_TASK": PYTHON_TASK, "GROUP": GROUP, "TAG": TAG}
     root = _tasks_dir()
     out = {}
     for name, entry in tm.task_index.items():
-        kind = kinds.get(entry.kind.name)
+        kind = INDEX_KINDS.get(entry.kind.name)
         if kind is not None:
             # a tag entry's `tags` are its tasks; a task's are the tags it is under
             info = info_from_config(name, kind, entry.cfg, entry.tags if kind == TAG else ())

@@ -61,6 +61,10 @@ def data_file_urls(data_files: Any) -> list[str]:
     return [] if data_files is None else [str(data_files)]
 
 
+#: lm-eval's kinds of index entry (its ``Kind`` enum's names) -> the names wildmerge uses
+INDEX_KINDS = {"TASK": "task", "PY_TASK": "python_task", "GROUP": "group", "TAG": "tag"}
+
+
 class IndexEntry(NamedTuple):
     """One name of lm-eval's task index, as :func:`task_datasets` reads it: ``kind`` (``task``,
     ``python_task``, ``group`` or ``tag``), the YAML defining it (None: ``cfg`` holds it; a tag
@@ -78,10 +82,9 @@ def task_manager_index(include_path: str | None, benchmark: str) -> dict[str, In
     from lm_eval.tasks import TaskManager
 
     tm = TaskManager(include_path=include_path, include_defaults=not _all_local(benchmark, include_path))
-    kinds = {"TASK": "task", "PY_TASK": "python_task", "GROUP": "group", "TAG": "tag"}
     out = {}
     for name, e in tm.task_index.items():
-        kind = kinds.get(e.kind.name, e.kind.name.lower())
+        kind = INDEX_KINDS.get(e.kind.name, e.kind.name.lower())
         # a tag entry's `tags` are its tasks (what lm-eval loads for it); a task's, its tags
         out[name] = IndexEntry(kind, str(e.yaml_path) if e.yaml_path else None, e.cfg,
                                tuple(sorted(e.tags)) if kind == "tag" else ())
@@ -223,8 +226,6 @@ def cached_file(path: str, file: str, commit: str) -> str:
 
 def check_cached(benchmark: str, path: str, name: str | None, commit: str, file: str | None = None) -> None:
     """With the hub offline: the dataset (or its ``file``) is in the cache at ``commit``, else a clear error."""
-    import datasets
-
     if file is not None:
         try:
             cached_file(path, file, commit)
@@ -236,13 +237,46 @@ def check_cached(benchmark: str, path: str, name: str | None, commit: str, file:
             ) from None
         return
     try:
-        datasets.load_dataset(path, name, revision=commit, cache_dir=commit_cache_dir(path, commit))
+        load_locked_dataset(path, name, commit)
     except Exception as err:  # noqa: BLE001 - any failure to load offline means: not fetched
         raise HubError(
             f"benchmark {benchmark}: its dataset {path}@{commit[:12]} is not in the datasets cache "
             f"(HF_DATASETS_CACHE); fetch it (again): `snakemake --forcerun resources/data/{benchmark}.json` "
             f"({type(err).__name__})"
         ) from None
+
+
+#: datasets loaded at their locked commit in this process: (path, config name, commit) -> what
+#: ``datasets.load_dataset`` returned. Each is loaded once (the check of an evaluation job and its
+#: lm-eval tasks read it twice), and a warm worker's jobs inherit those it loaded (preload_fetched)
+_LOADED: dict[tuple[str, str | None, str], Any] = {}
+
+
+def load_locked_dataset(path: str, name: str | None, commit: str) -> Any:
+    """Dataset ``path`` (config ``name``) at ``commit`` from that commit's cache folder, loaded once
+    per process; each call gets its own ``DatasetDict`` of the (read-only, memory-mapped) splits."""
+    import datasets
+
+    key = (path, name, commit)
+    if key not in _LOADED:
+        load = getattr(datasets.load_dataset, "__wrapped__", datasets.load_dataset)
+        _LOADED[key] = load(path, name, revision=commit, cache_dir=commit_cache_dir(path, commit))
+    loaded = _LOADED[key]
+    return datasets.DatasetDict(dict(loaded)) if isinstance(loaded, datasets.DatasetDict) else loaded
+
+
+def preload_fetched(index_file: str) -> None:
+    """In the warm worker (wildmerge.warm), before it forks an evaluation job: every dataset of
+    the job's data index (write_index) loaded once (:func:`load_locked_dataset`), for this job and
+    the later ones to inherit. A dataset that fails to load is left to the job, which names it."""
+    records = json.loads(Path(index_file).read_text())["records"]
+    for rec in records:
+        for d in rec["datasets"]:
+            if not d.get("file"):
+                try:
+                    load_locked_dataset(d["dataset"], d["name"], d["commit"])
+                except Exception:  # noqa: BLE001, S112 - check_cached, in the job, reports it
+                    continue
 
 
 def pin_datasets(records: list[dict[str, Any]]) -> None:
@@ -271,6 +305,8 @@ def pin_datasets(records: list[dict[str, Any]]) -> None:
     @functools.wraps(load)
     def load_locked(path: str, name: str | None = None, *args: Any, **kwargs: Any) -> Any:
         commit = pinned.get((path, name)) or pinned.get((path, None))
+        if commit is not None and not args and not kwargs:  # what lm-eval's tasks pass: loaded once
+            return load_locked_dataset(path, name, commit)
         if commit is not None:
             kwargs.update(revision=commit, cache_dir=commit_cache_dir(path, commit))
         if files and kwargs.get("data_files") is not None:

@@ -90,7 +90,7 @@ class Layout:
         """FLOPs of one token's forward pass: 2 per matrix weight (the LM head over the whole
         vocabulary included) plus causal attention over ``context`` earlier tokens."""
         attn = 4 * self.layers * self.heads * self.head_dim * context / 2
-        return 2.0 * (self.layer_params + self.vocab * self.hidden) + attn
+        return 2.0 * self.layer_params + self.head_flops + attn
 
     @property
     def head_flops(self) -> float:
