@@ -16,12 +16,15 @@ Measures, on this machine:
   the ``.venv`` set-up (pip's cache is whatever this machine has);
 * with ``--tests``: ``make test`` (lint, the suite, then the rehearsal: what CI runs; long);
 * with ``--rehearsal``: ``make rehearsal`` (the paper study in miniature; long);
+* with ``--ci``: a fresh clone's ``.ci/run`` (what CI runs: set-up, lint, the suite, the
+  rehearsal; long), with the suite's and the rehearsal's own times read from its output
+  (``--runs 0 --no-dry-run --ci``: that alone);
 
 and prints the machine and a Markdown table to paste into the README's Performance
 section. Timings vary with load: the load average at the start is printed; run it on an
 idle machine. Asserts nothing about the timings.
 
-    .venv/bin/python perf/perf_table.py [--runs 3] [--cores 2] [--fresh-clone] [--tests] [--rehearsal]
+    .venv/bin/python perf/perf_table.py [--runs 3] [--cores 2] [--fresh-clone] [--tests] [--rehearsal] [--ci]
 """
 
 from __future__ import annotations
@@ -268,14 +271,40 @@ def fresh_clone(cores: int) -> tuple[Timed, Timed]:
     return setup, run
 
 
+@dataclass
+class CiRun:
+    run: Timed
+    suite: str  # pytest's summary line ("643 passed in 2051.2s (0:34:11)")
+    suite_s: float | None
+    rehearsal_s: float | None
+
+
+def ci_run() -> CiRun:
+    """A fresh clone's ``.ci/run`` (its own set-up included), timed; the suite's and the rehearsal's
+    times from what pytest and tests/rehearsal/run.py print."""
+    where = Path(tempfile.mkdtemp(prefix="wildmerge-perf-ci-"))
+    clone = where / "wildmerge"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    t0 = time.perf_counter()
+    proc = subprocess.run([str(clone / ".ci" / "run")], cwd=clone, env=env, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run = Timed(time.perf_counter() - t0, 0.0, proc.returncode, proc.stdout)
+    (where / "ci.log").write_text(proc.stdout)
+    print(f".ci/run: exit {proc.returncode}, {fmt_s(run.wall)}; its output: {where / 'ci.log'}", file=sys.stderr)
+    shutil.rmtree(clone, ignore_errors=True)
+    summary = re.findall(r"^=+ (.*\bpassed\b.* in ([\d.]+)s.*?) =+$", proc.stdout, re.M)
+    rehearsal = re.findall(r"^rehearsal: (\d+) s wall in all", proc.stdout, re.M)
+    return CiRun(run, summary[-1][0] if summary else "(no pytest summary)", float(summary[-1][1]) if summary else None,
+                 float(rehearsal[-1]) if rehearsal else None)
+
+
 # --- the table -----------------------------------------------------------------------------
 
 
 def table(mach: dict[str, str], runs: list[RunStats], floors: dict[str, float], cores: int,
           dry: tuple[float, float] | None, clone: tuple[Timed, Timed] | None, tests: Timed | None,
-          rehearsal: Timed | None = None) -> str:
-    walls = sorted(r.timed.wall for r in runs)
-    med_run = sorted(runs, key=lambda r: r.timed.wall)[len(runs) // 2]
+          rehearsal: Timed | None = None, ci: CiRun | None = None) -> str:
     lines = [
         (f"Measured {mach['date']} on {mach['cpu']}, {mach['cores']} cores, {mach['memory']} RAM, {mach['os']}, "
          f"Python {mach['python']} ({mach['versions']}); commit {mach['commit']}; load average at the start "
@@ -284,6 +313,15 @@ def table(mach: dict[str, str], runs: list[RunStats], floors: dict[str, float], 
         "| what | measured | goal |",
         "| --- | --- | --- |",
     ]
+    if ci:
+        lines.append(f"| fresh clone: `.ci/run` (set-up, lint, the suite, the rehearsal: what CI runs) | "
+                     f"**{fmt_s(ci.run.wall)}**{'' if ci.run.returncode == 0 else ' (failed)'}: the suite "
+                     f"{fmt_s(ci.suite_s) if ci.suite_s is not None else '?'} ({ci.suite}), the rehearsal "
+                     f"{fmt_s(ci.rehearsal_s) if ci.rehearsal_s is not None else '?'} | ≤ 45 min |")
+    if not runs:
+        return "\n".join(lines)
+    walls = sorted(r.timed.wall for r in runs)
+    med_run = sorted(runs, key=lambda r: r.timed.wall)[len(runs) // 2]
     spread = f"{fmt_s(walls[0])} – {fmt_s(walls[-1])}, " if len(walls) > 1 else ""
     lines.append(
         f"| `make run` with `.venv` ready: demo from scratch, {med_run.jobs} jobs, `--cores {cores}` | "
@@ -341,6 +379,7 @@ def main() -> int:
     ap.add_argument("--fresh-clone", action="store_true", help="also time a fresh clone's make run (installs a .venv)")
     ap.add_argument("--tests", action="store_true", help="also time make test (the full suite: long)")
     ap.add_argument("--rehearsal", action="store_true", help="also time make rehearsal (the paper study in miniature: long)")
+    ap.add_argument("--ci", action="store_true", help="also time a fresh clone's .ci/run (what CI runs: long)")
     ap.add_argument("--args", default="", help="extra snakemake arguments for the demo runs (e.g. a target, to try "
                                                 "the script quickly); the table is then not the README's")
     ap.add_argument("--keep", action="store_true", help="keep the runs' directories (printed)")
@@ -353,8 +392,9 @@ def main() -> int:
     busy = max(os.getloadavg()) > 0.5 * (os.cpu_count() or 1)
     print(f"load average {mach['load']}" + (" -- the machine is busy: timings will be high" if busy else ""),
           file=sys.stderr)
-    floors = import_floor(args.repeats)
-    print("import floor (CPU s): " + ", ".join(f"{k} {v:.2f}" for k, v in floors.items()), file=sys.stderr)
+    floors = import_floor(args.repeats) if args.runs else {}
+    if floors:
+        print("import floor (CPU s): " + ", ".join(f"{k} {v:.2f}" for k, v in floors.items()), file=sys.stderr)
     runs = []
     for i in range(args.runs):
         work, stats = demo_run(args.cores, args.args, args.keep)
@@ -365,7 +405,8 @@ def main() -> int:
     clone = fresh_clone(args.cores) if args.fresh_clone else None
     tests = timed(["make", "-s", "test"], REPO, capture=False) if args.tests else None
     rehearsal = timed(["make", "-s", "rehearsal"], REPO, capture=False) if args.rehearsal else None
-    print(table(mach, runs, floors, args.cores, dry, clone, tests, rehearsal))
+    ci = ci_run() if args.ci else None
+    print(table(mach, runs, floors, args.cores, dry, clone, tests, rehearsal, ci))
     return 0
 
 
