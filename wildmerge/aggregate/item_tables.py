@@ -173,15 +173,17 @@ def paired_tables(scores: pd.DataFrame, files: Mapping[tuple[str, str, str], str
         q2 = item_replicates(mat, n_boot, seed, base, "unpaired")
         row_of = {m: i for i, m in enumerate(mat.models)}
         ref = mat.outcomes[row_of[ref_model]]
-        ref_rep, ref_rep2 = 100.0 * q @ ref, 100.0 * q2 @ ref
+        ref_rep2 = 100.0 * q2 @ ref
 
         def gains(models: list[str], mat: ItemMatrix = mat, row_of: dict = row_of, ref: np.ndarray = ref,
-                  q: np.ndarray = q, ref_rep: np.ndarray = ref_rep, ref_rep2: np.ndarray = ref_rep2,
+                  q: np.ndarray = q, ref_rep2: np.ndarray = ref_rep2,
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             out = mat.outcomes[[row_of[m] for m in models]]
             point = 100.0 * (out - ref) @ mat.weights
-            rep = 100.0 * out @ q.T
-            return point, rep - ref_rep, rep - ref_rep2  # (k,), (k, B) paired, (k, B) unpaired
+            # paired: the differences resampled (a model equal to its reference gains exactly 0 in
+            # every replicate; two products subtracted differ by BLAS's rounding, ~1e-14)
+            paired = 100.0 * (out - ref) @ q.T
+            return point, paired, 100.0 * out @ q.T - ref_rep2  # (k,), (k, B) paired, (k, B) unpaired
 
         for method in methods:
             mm = part[(part.role == "merged") & (part.method == method)]
