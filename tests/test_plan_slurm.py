@@ -16,26 +16,7 @@ import yaml
 from workflow_helpers import OFFLINE, REPO, SNAKEMAKE
 
 pytestmark = pytest.mark.slow  # a workflow run on the cluster (not in make test-quick)
-CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 PLANNED = {"gpu": "cpu", "safety": 1000.0, "floor_min": 1, "mem_safety": 0.2, "mem_floor_mb": 500}
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    if os.geteuid() != 0:
-        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-            pytest.fail("starting slurmctld/slurmd needs root; CI is set: run the tests as root")
-        pytest.skip("starting slurmctld/slurmd needs root")
-    state = tmp_path_factory.mktemp("slurm") / "cluster"
-    up = subprocess.run(["bash", str(CLUSTER), "up", str(state)], capture_output=True, text=True, timeout=1200)
-    if up.returncode != 0:
-        subprocess.run(["bash", str(CLUSTER), "down", str(state)], capture_output=True, timeout=120)
-        pytest.fail(f"local SLURM did not come up:\n{up.stdout}\n{up.stderr[-6000:]}")
-    try:
-        yield {**os.environ, "SLURM_CONF": str(state / "slurm.conf")}
-    finally:
-        down = subprocess.run(["bash", str(CLUSTER), "down", str(state)], capture_output=True, text=True, timeout=300)
-        assert down.returncode == 0, down.stdout + down.stderr
 
 
 def _small_demo() -> dict:
@@ -59,12 +40,13 @@ def _minutes(limit: str) -> int:
     return int(days or 0) * 1440 + parts[0] * 60 + parts[1] + (1 if parts[2] else 0)
 
 
-def test_planned_runtimes_reach_sbatch(cluster, tmp_path, monkeypatch):
+def test_planned_runtimes_reach_sbatch(slurm_env, demo_run, tmp_path, monkeypatch):
     from wildmerge.plan.runtimes import PlannedResources
     from wildmerge.study.plan import Study
 
     work = tmp_path / "work"
-    work.mkdir()
+    # the session's local demo run trained the checkpoints: the cluster starts from them
+    shutil.copytree(demo_run / "resources" / "demo", work / "resources" / "demo")
     cfg = _small_demo()
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     # what the DAG build plans: the same study, nothing run yet
@@ -86,7 +68,7 @@ def test_planned_runtimes_reach_sbatch(cluster, tmp_path, monkeypatch):
 
     def poll() -> None:
         while not stop.is_set():
-            out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i|%.400k|%l"], env=cluster,
+            out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i|%.400k|%l"], env=slurm_env,
                                  capture_output=True, text=True, timeout=30)
             for line in out.stdout.splitlines():
                 job, _, rest = line.partition("|")
@@ -101,7 +83,7 @@ def test_planned_runtimes_reach_sbatch(cluster, tmp_path, monkeypatch):
         "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
         "--seconds-between-status-checks", "1", "--default-resources", "mem_mb=1000", "runtime=30",
     ]
-    env = {**cluster, **OFFLINE, "PATH": f"{bindir}{os.pathsep}{cluster['PATH']}"}
+    env = {**slurm_env, **OFFLINE, "PATH": f"{bindir}{os.pathsep}{slurm_env['PATH']}"}
     try:
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=3000)
     finally:
