@@ -302,6 +302,26 @@ def ci_run() -> CiRun:
 # --- the table -----------------------------------------------------------------------------
 
 
+def _other_rows(dry: tuple[float, float] | None, clone: tuple[Timed, Timed] | None, tests: Timed | None,
+                rehearsal: Timed | None) -> list[str]:
+    """The table's rows that do not come from the demo runs (``clone``: only without them)."""
+    rows = []
+    if clone:
+        setup, run = clone
+        rows.append(f"| fresh clone: `make run` including the `.venv` set-up | **{fmt_s(setup.wall + run.wall)}** "
+                    f"(set-up {fmt_s(setup.wall)}, run {fmt_s(run.wall)}) | ≤ {fmt_s(GOALS['fresh'])} |")
+    if dry:
+        rows.append(f"| `snakemake -n` on `config/paper.yaml` | **{dry[0]:.1f} s** (spread {dry[1]:.1f} s) | "
+                    f"≤ {GOALS['dry_run']:.0f} s |")
+    if tests:
+        rows.append(f"| `make test` (lint, suite, rehearsal: what CI runs) | **{fmt_s(tests.wall)}**"
+                    f"{'' if tests.returncode == 0 else ' (failed)'} | ≤ 45 min |")
+    if rehearsal:
+        rows.append(f"| `make rehearsal` (the paper study in miniature) | **{fmt_s(rehearsal.wall)}**"
+                    f"{'' if rehearsal.returncode == 0 else ' (failed)'} | |")
+    return rows
+
+
 def table(mach: dict[str, str], runs: list[RunStats], floors: dict[str, float], cores: int,
           dry: tuple[float, float] | None, clone: tuple[Timed, Timed] | None, tests: Timed | None,
           rehearsal: Timed | None = None, ci: CiRun | None = None) -> str:
@@ -319,7 +339,7 @@ def table(mach: dict[str, str], runs: list[RunStats], floors: dict[str, float], 
                      f"{fmt_s(ci.suite_s) if ci.suite_s is not None else '?'} ({ci.suite}), the rehearsal "
                      f"{fmt_s(ci.rehearsal_s) if ci.rehearsal_s is not None else '?'} | ≤ 45 min |")
     if not runs:
-        return "\n".join(lines)
+        return "\n".join(lines + _other_rows(dry, clone, tests, rehearsal))
     walls = sorted(r.timed.wall for r in runs)
     med_run = sorted(runs, key=lambda r: r.timed.wall)[len(runs) // 2]
     spread = f"{fmt_s(walls[0])} – {fmt_s(walls[-1])}, " if len(walls) > 1 else ""
@@ -339,15 +359,7 @@ def table(mach: dict[str, str], runs: list[RunStats], floors: dict[str, float], 
             f"**{statistics.median(pm['cpu']):.1f} s CPU**, {statistics.median(pm['wall']):.1f} s wall "
             f"(of which {statistics.median(pm['merge_s']):.1f} s merging) | "
             f"below one fresh process's imports: {floor} CPU |")
-    if dry:
-        lines.append(f"| `snakemake -n` on `config/paper.yaml` | **{dry[0]:.1f} s** (spread {dry[1]:.1f} s) | "
-                     f"≤ {GOALS['dry_run']:.0f} s |")
-    if tests:
-        lines.append(f"| `make test` (lint, suite, rehearsal: what CI runs) | **{fmt_s(tests.wall)}**"
-                     f"{'' if tests.returncode == 0 else ' (failed)'} | ≤ 45 min |")
-    if rehearsal:
-        lines.append(f"| `make rehearsal` (the paper study in miniature) | **{fmt_s(rehearsal.wall)}**"
-                     f"{'' if rehearsal.returncode == 0 else ' (failed)'} | |")
+    lines += _other_rows(dry, clone=None, tests=tests, rehearsal=rehearsal)
     lines += ["", (f"Where the time of the median run went ({fmt_s(med_run.timed.wall)} wall, "
                    f"{med_run.timed.cpu:.0f} s CPU on {cores} cores):"), "",
               "| stage | jobs | CPU | wall, summed over jobs | work done |", "| --- | --- | --- | --- | --- |"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ def demo_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def slurm_env(tmp_path_factory) -> dict[str, str]:
+def slurm_env(tmp_path_factory) -> Iterator[dict[str, str]]:
     """A one-node SLURM on localhost (tests/slurm/cluster.sh: slurmctld, slurmd, munge, a fake GPU
     gres) for the session's SLURM tests; the environment that reaches it (SLURM_CONF)."""
     if os.geteuid() != 0:

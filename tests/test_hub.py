@@ -9,8 +9,8 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -594,6 +594,28 @@ def test_lm_eval_loads_the_locked_dataset_commit_offline_not_the_latest_cached(h
     # loaded by the warm worker before it forks the job: the job loads nothing itself
     assert questions(str(index), str(index)) == [["1+1"], 0]
     assert json.loads(one.read_text())["commit"] == first
+
+
+def test_a_locked_dataset_is_loaded_once_per_process_and_each_caller_gets_its_own_dict(monkeypatch) -> None:
+    import datasets
+
+    from wildmerge.hub import datasets as hub_datasets
+
+    calls = []
+
+    def load(path: str, name: str | None = None, **kwargs: Any) -> datasets.DatasetDict:
+        calls.append((path, name, kwargs["revision"]))
+        return datasets.DatasetDict({"test": datasets.Dataset.from_dict({"q": ["1+1"]})})
+
+    monkeypatch.setattr(datasets, "load_dataset", load)
+    monkeypatch.setattr(hub_datasets, "_LOADED", {})
+    first = hub_datasets.load_locked_dataset("org/ds", "cfg", "c0ffee")
+    first["test"] = first["test"].map(lambda d: {"q": d["q"] + "!"})  # what a task may do to its own dict
+    second = hub_datasets.load_locked_dataset("org/ds", "cfg", "c0ffee")
+    assert second["test"]["q"] == ["1+1"] and first is not second
+    assert calls == [("org/ds", "cfg", "c0ffee")]
+    hub_datasets.load_locked_dataset("org/ds", "cfg", "beef")  # another commit: loaded
+    assert len(calls) == 2
 
 
 def test_a_task_reading_its_data_file_by_hub_url_has_it_fetched_locked_and_loaded_offline(hub, tmp_path: Path) -> None:

@@ -49,7 +49,7 @@ def test_planned_runtimes_reach_sbatch(slurm_env, demo_run, tmp_path, monkeypatc
     shutil.copytree(demo_run / "resources" / "demo", work / "resources" / "demo")
     cfg = _small_demo()
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
-    # what the DAG build plans: the same study, nothing run yet
+    # what the DAG build plans: the same study, nothing scored yet
     monkeypatch.chdir(work)
     study = Study(cfg)
     planner = PlannedResources(study, study.config["resources"]["planned"])

@@ -89,9 +89,27 @@ def test_what_the_server_prepares_for_a_job_is_inherited_by_it_and_later_jobs(se
     assert json.loads(first.stdout)["prepared"] == [["data-a", server_pid]]
     assert json.loads(second.stdout)["prepared"] == [["data-a", server_pid], ["data-b", server_pid]]
     assert json.loads(failed.stdout)["in_worker"]
+    # a job whose environment differs runs on its own: nothing is prepared for it in the server
+    apart = run_job(tmp_path, HF_HOME=str(tmp_path / "elsewhere"),
+                    PREPARE=json.dumps(["json_preloaded_marker:prepare", ["data-c"]]))
+    assert apart.returncode == 0 and not json.loads(apart.stdout)["in_worker"]
+    later = run_job(tmp_path, PREPARE=json.dumps(["json_preloaded_marker:prepare", ["data-d"]]))
+    assert [what for what, _ in json.loads(later.stdout)["prepared"]] == ["data-a", "data-b", "data-d"]
     warm.stop(server)
     log = (tmp_path / "server.log").read_text()
     assert "prepared json_preloaded_marker:prepare" in log and "RuntimeError('cannot prepare')" in log
+
+
+def test_a_client_sending_nothing_or_garbage_does_not_stop_the_server(server, tmp_path):
+    import socket
+
+    for payload in (b"", b"\x00\x00\x00\x05[1,2", b"\x00\x00\x00\x02[]"):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(os.environ[warm.SOCKET_ENV])
+            sock.sendall(payload)
+    proc = run_job(tmp_path)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["in_worker"], proc.stderr
+    assert server.poll() is None
 
 
 def test_exit_status_and_traceback_are_the_jobs(server, tmp_path):

@@ -74,7 +74,6 @@ PRELOAD: tuple[tuple[str, ...], ...] = (
         "lm_eval.models.huggingface",
         "wildmerge.evaluation.continuation_lm",
         "datasets",
-        "wildmerge.evaluation.lm_eval_run:preload_environment_info",
     ),
 )
 
@@ -241,6 +240,7 @@ def serve(path: str, stages: Sequence[Sequence[str]] = PRELOAD, jobs_log: str | 
     os.chmod(path, 0o600)
     server_fp = fingerprint()  # the environment the libraries see at import
     before = dict(os.environ)
+    _no_monitor_threads()
     pending = [list(s) for s in stages]
     if pending:
         _import_stage(pending.pop(0))
@@ -271,12 +271,17 @@ def serve(path: str, stages: Sequence[Sequence[str]] = PRELOAD, jobs_log: str | 
                 for fd in fds:
                     os.close(fd)
                 continue
-            reason = _mismatch(request, server_fp)
-            if reason is None and request.get("prepare"):
-                while pending:  # a job that prepares uses the libraries: all of them are imported first
-                    _import_stage(pending.pop(0))
-                _prepare(request["prepare"])
-            pid = os.fork()
+            try:
+                reason = _mismatch(request, server_fp)
+                if reason is None and request.get("prepare"):
+                    while pending:  # a job that prepares uses the libraries: all of them are imported first
+                        _import_stage(pending.pop(0))
+                    _prepare(request["prepare"])
+                _warn_if_cuda_initialised()
+                pid = os.fork()
+            except Exception as err:  # noqa: BLE001 - the job process, refused, runs the job itself
+                print(f"wildmerge.warm: could not take a job: {err!r}", file=sys.stderr, flush=True)
+                pid = -1
             if pid == 0:
                 sel.close()
                 listener.close()
@@ -286,7 +291,8 @@ def serve(path: str, stages: Sequence[Sequence[str]] = PRELOAD, jobs_log: str | 
             conn.close()
             for fd in fds:
                 os.close(fd)
-            children.add(pid)
+            if pid > 0:
+                children.add(pid)
         if running and not events and pending:
             _import_stage(pending.pop(0))
         if not running:
@@ -302,6 +308,16 @@ def serve(path: str, stages: Sequence[Sequence[str]] = PRELOAD, jobs_log: str | 
             children.discard(pid)
 
 
+def _no_monitor_threads() -> None:
+    """No tqdm monitor thread in the server (the datasets a job prepares are read with a progress
+    bar): a thread holding tqdm's lock when the server forks would hang the job's first bar."""
+    try:
+        import tqdm
+    except ImportError:
+        return
+    tqdm.tqdm.monitor_interval = 0
+
+
 def _mismatch(request: dict[str, Any], server_fp: dict[str, Any]) -> str | None:
     theirs = request.get("fingerprint") or {}
     if theirs.get("python") != server_fp["python"]:
@@ -309,6 +325,14 @@ def _mismatch(request: dict[str, Any], server_fp: dict[str, Any]) -> str | None:
     mine, env = server_fp["env"], theirs.get("env", {})
     differ = sorted(k for k in set(mine) | set(env) if mine.get(k) != env.get(k))
     return f"environment differs from the warm worker's in {', '.join(differ)}" if differ else None
+
+
+def _warn_if_cuda_initialised() -> None:
+    """A job forked after CUDA was initialised in the server cannot use CUDA: say so, loudly."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        print("wildmerge.warm: CUDA was initialised in the warm worker: its jobs cannot use the GPU "
+              "(run with WILDMERGE_WARM=0, and report this)", file=sys.stderr, flush=True)
 
 
 def _prepare(spec: Sequence[Any]) -> None:

@@ -84,20 +84,12 @@ def preload_task_index() -> Any:
 def environment_info_once() -> None:
     """lm-eval's ``simple_evaluate`` puts torch's environment report into each call's results, which
     wildmerge does not keep (score files record ``versions()``); torch makes it anew each time
-    (``torch.utils.collect_env``: ~11 subprocesses, ~0.3 s). Made once per process from here on:
-    the warm worker makes it before forking evaluation jobs (wildmerge.warm.PRELOAD)."""
+    (``torch.utils.collect_env``: ~11 subprocesses, ~0.3 s). Made once per process from here on.
+    Never made in the warm worker: it initialises CUDA, and a forked job could then not use it."""
     import torch.utils.collect_env as collect_env
 
     if not hasattr(collect_env.get_pretty_env_info, "cache_info"):
         collect_env.get_pretty_env_info = functools.cache(collect_env.get_pretty_env_info)
-
-
-def preload_environment_info() -> None:
-    """The warm worker's stage: :func:`environment_info_once`, and the report made for its jobs."""
-    environment_info_once()
-    import torch.utils.collect_env as collect_env
-
-    collect_env.get_pretty_env_info()
 
 
 def _task_manager(factory: Any, include_path: str | Path | None, names: Sequence[str]) -> Any:

@@ -254,12 +254,16 @@ _LOADED: dict[tuple[str, str | None, str], Any] = {}
 
 def load_locked_dataset(path: str, name: str | None, commit: str) -> Any:
     """Dataset ``path`` (config ``name``) at ``commit`` from that commit's cache folder, loaded once
-    per process; each call gets its own ``DatasetDict`` of the (read-only, memory-mapped) splits."""
+    per process (so the cache is checked once: a folder deleted later goes unnoticed until the next
+    process). Each call gets its own ``DatasetDict``; its splits (memory-mapped ``Dataset``\ s) are
+    shared by every caller and must not be changed in place (lm-eval's tasks map them to new ones)."""
     import datasets
 
     key = (path, name, commit)
     if key not in _LOADED:
-        load = getattr(datasets.load_dataset, "__wrapped__", datasets.load_dataset)
+        load = datasets.load_dataset
+        while hasattr(load, "__wrapped__"):  # the loader itself, not pin_datasets' wrapper
+            load = load.__wrapped__
         _LOADED[key] = load(path, name, revision=commit, cache_dir=commit_cache_dir(path, commit))
     loaded = _LOADED[key]
     return datasets.DatasetDict(dict(loaded)) if isinstance(loaded, datasets.DatasetDict) else loaded
