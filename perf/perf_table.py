@@ -167,8 +167,9 @@ def _warm_jobs(work: Path) -> dict[tuple[str, str], float]:
             key = "base"
         elif rule == "demo_expert":
             key = wc.get("expert", "")
-        elif "base" in wc:
-            key = f"{wc['base']}/{wc.get('merge') or wc.get('model', '')}"
+        elif "base" in wc:  # the benchmark file's key: <base>/<model> (evaluations), <base> (geometry)
+            rest = wc.get("merge") or wc.get("model") or wc.get("checkpoint")
+            key = f"{wc['base']}/{rest}" if rest else wc["base"]
         else:
             key = "/".join(wc.values())
         if rule:
