@@ -260,10 +260,16 @@ def dry_run(repeats: int) -> tuple[float, float]:
     return statistics.median(walls), max(walls) - min(walls)
 
 
-def fresh_clone(cores: int) -> tuple[Timed, Timed]:
-    where = Path(tempfile.mkdtemp(prefix="wildmerge-perf-clone-"))
+def _clone(prefix: str) -> tuple[Path, Path]:
+    """(a new temporary folder, this checkout's HEAD cloned into it)."""
+    where = Path(tempfile.mkdtemp(prefix=prefix))
     clone = where / "wildmerge"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    return where, clone
+
+
+def fresh_clone(cores: int) -> tuple[Timed, Timed]:
+    where, clone = _clone("wildmerge-perf-clone-")
     setup = timed(["make", "-s", "setup"], clone)
     run = timed(["make", "-s", "run", f"CORES={cores}"], clone)
     shutil.rmtree(where, ignore_errors=True)
@@ -283,9 +289,7 @@ class CiRun:
 def ci_run() -> CiRun:
     """A fresh clone's ``.ci/run`` (its own set-up included), timed; the suite's and the rehearsal's
     times from what pytest and tests/rehearsal/run.py print."""
-    where = Path(tempfile.mkdtemp(prefix="wildmerge-perf-ci-"))
-    clone = where / "wildmerge"
-    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    where, clone = _clone("wildmerge-perf-ci-")
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     t0 = time.perf_counter()
     proc = subprocess.run([str(clone / ".ci" / "run")], cwd=clone, env=env, stdin=subprocess.DEVNULL,
@@ -303,14 +307,18 @@ def ci_run() -> CiRun:
 # --- the table -----------------------------------------------------------------------------
 
 
+def _clone_row(clone: tuple[Timed, Timed]) -> str:
+    setup, run = clone
+    return (f"| fresh clone: `make run` including the `.venv` set-up | **{fmt_s(setup.wall + run.wall)}** "
+            f"(set-up {fmt_s(setup.wall)}, run {fmt_s(run.wall)}) | ≤ {fmt_s(GOALS['fresh'])} |")
+
+
 def _other_rows(dry: tuple[float, float] | None, clone: tuple[Timed, Timed] | None, tests: Timed | None,
                 rehearsal: Timed | None) -> list[str]:
     """The table's rows that do not come from the demo runs (``clone``: only without them)."""
     rows = []
     if clone:
-        setup, run = clone
-        rows.append(f"| fresh clone: `make run` including the `.venv` set-up | **{fmt_s(setup.wall + run.wall)}** "
-                    f"(set-up {fmt_s(setup.wall)}, run {fmt_s(run.wall)}) | ≤ {fmt_s(GOALS['fresh'])} |")
+        rows.append(_clone_row(clone))
     if dry:
         rows.append(f"| `snakemake -n` on `config/paper.yaml` | **{dry[0]:.1f} s** (spread {dry[1]:.1f} s) | "
                     f"≤ {GOALS['dry_run']:.0f} s |")
@@ -349,9 +357,7 @@ def table(mach: dict[str, str], runs: list[RunStats], floors: dict[str, float], 
         f"**{fmt_s(statistics.median(walls))}** median of {len(walls)} ({spread}"
         f"{statistics.median(r.timed.cpu for r in runs):.0f} s CPU) | ≤ {fmt_s(GOALS['run'])} |")
     if clone:
-        setup, run = clone
-        lines.append(f"| fresh clone: `make run` including the `.venv` set-up | **{fmt_s(setup.wall + run.wall)}** "
-                     f"(set-up {fmt_s(setup.wall)}, run {fmt_s(run.wall)}) | ≤ {fmt_s(GOALS['fresh'])} |")
+        lines.append(_clone_row(clone))
     pm = med_run.per_model
     if pm.get("cpu"):
         floor = "; ".join(f"{k} {v:.1f} s" for k, v in floors.items())

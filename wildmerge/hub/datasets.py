@@ -261,12 +261,19 @@ def load_locked_dataset(path: str, name: str | None, commit: str) -> Any:
 
     key = (path, name, commit)
     if key not in _LOADED:
-        load = datasets.load_dataset
-        while hasattr(load, "__wrapped__"):  # the loader itself, not pin_datasets' wrapper
-            load = load.__wrapped__
-        _LOADED[key] = load(path, name, revision=commit, cache_dir=commit_cache_dir(path, commit))
+        _LOADED[key] = _dataset_loader()(path, name, revision=commit, cache_dir=commit_cache_dir(path, commit))
     loaded = _LOADED[key]
     return datasets.DatasetDict(dict(loaded)) if isinstance(loaded, datasets.DatasetDict) else loaded
+
+
+def _dataset_loader() -> Any:
+    """``datasets.load_dataset`` itself, under any wrapper (pin_datasets' among them)."""
+    import datasets
+
+    load = datasets.load_dataset
+    while hasattr(load, "__wrapped__"):
+        load = load.__wrapped__
+    return load
 
 
 def preload_fetched(index_file: str) -> None:
@@ -293,7 +300,7 @@ def pin_datasets(records: list[dict[str, Any]]) -> None:
     pinned = {(d["dataset"], d["name"]): d["commit"] for d in fetched if not d.get("file")}
     files = {HubData(d["dataset"], None, d["requested"], d["file"]): cached_file(d["dataset"], d["file"], d["commit"])
              for d in fetched if d.get("file")}
-    load = getattr(datasets.load_dataset, "__wrapped__", datasets.load_dataset)
+    load = _dataset_loader()
 
     def cached(url: Any) -> Any:
         file = hub_file(url) if isinstance(url, str) else None
